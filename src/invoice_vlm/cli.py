@@ -1,0 +1,163 @@
+"""The ``invoice-vlm`` command: a thin layer over the public API.
+
+Every command prints JSON (or JSON lines) that scripts can read, shows progress bars on stderr for long work, and
+exits 0 on success, 1 when some inputs failed, 2 when it could not run at all, with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from invoice_vlm.errors import InvoiceVLMError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A reason the command could not run, printed as one line."""
+
+
+def _write_jsonl(records: Sequence[dict[str, Any]], output: str | None) -> None:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if output is None or output == "-":
+        sys.stdout.write(lines)
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(lines, encoding="utf-8")
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from invoice_vlm.schemas import get_schema, list_schemas
+
+    records = [get_schema(name).describe() for name in list_schemas()]
+    if args.json:
+        json.dump(records, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for r in records:
+        print(f"{r['name']}  (version {r['version']})")
+        print(f"  prompt: {r['prompt']}")
+        if r["description"]:
+            print(f"  {r['description']}")
+        print(f"  fields: {', '.join(r['fields'])}")
+    return EXIT_OK
+
+
+def _expand_documents(paths: Sequence[str]) -> list[Any]:
+    from invoice_vlm.inputs import pdf_pages
+
+    docs: list[Any] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_file() and path.suffix.lower() == ".pdf":
+            docs.extend(pdf_pages(path))  # one result per page
+        else:
+            docs.append(p)
+    return docs
+
+
+def _load_extractor(args: argparse.Namespace) -> Any:
+    from invoice_vlm import InvoiceExtractor
+
+    return InvoiceExtractor.from_pretrained(
+        args.model,
+        adapter=args.adapter,
+        schema=args.schema,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+    )
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    docs = _expand_documents(args.documents)
+    extractor = _load_extractor(args)
+    results = extractor.extract_batch(docs, batch_size=args.batch_size, progress=not args.no_progress)
+    _write_jsonl([r.to_record() for r in results], args.output)
+    unread = [r for r in results if r.raw_text == "" and not r.valid]
+    invalid = sum(1 for r in results if not r.valid)
+    print(
+        f"{len(results)} document(s): {len(results) - invalid} valid, {invalid} invalid"
+        + (f", {len(unread)} could not be processed" if unread else ""),
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL if unread else EXIT_OK
+
+
+def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False) -> None:
+    p.add_argument(
+        "--model", "-m", help="base model id or dir, adapter id or dir, or a dir saved by invoice_vlm"
+    )
+    p.add_argument("--adapter", "-a", help="PEFT adapter id or directory to apply to --model")
+    p.add_argument(
+        "--schema", "-s", required=schema_required, help="registered schema name (see: invoice-vlm schemas)"
+    )
+    p.add_argument("--backend", "-b", help="registered backend name (default: paligemma)")
+    p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on cuda, else float32)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``invoice-vlm``."""
+    from invoice_vlm.config import package_version
+
+    parser = argparse.ArgumentParser(
+        prog="invoice-vlm",
+        description="Documents to validated JSON with vision-language models; fine-tuning and evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"invoice-vlm {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("schemas", help="list registered schemas with their prompts and fields")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
+    p.set_defaults(func=_cmd_schemas)
+
+    p = sub.add_parser(
+        "extract",
+        help="extract documents to JSON lines",
+        description="Extract each document (image or PDF; PDFs give one line per page) and print one JSON object "
+        "per document: source, valid, data, errors, confidence, raw_text.",
+    )
+    p.add_argument("documents", nargs="+", metavar="DOC", help="image or PDF files")
+    _add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_extract)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
+    """Run ``invoice-vlm``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    err = stderr or sys.stderr
+    try:
+        return int(args.func(args))
+    except (InvoiceVLMError, CLIError, OSError, ValueError, TypeError) as exc:
+        message = (
+            " ".join(str(exc).split()) if not isinstance(exc, InvoiceVLMError) else str(exc).splitlines()[0]
+        )
+        print(f"invoice-vlm {args.command}: error: {message}", file=err)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"invoice-vlm {args.command}: interrupted", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`Extraction`: what one document gave, valid or not, with the model's raw text kept verbatim."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["Extraction"]
+
+
+@dataclass
+class Extraction:
+    """The result of extracting one document.
+
+    Attributes:
+        data: the validated schema instance, or ``None`` when the output did not validate.
+        raw_text: exactly what the backend produced (empty when the document could not be read).
+        valid: true when ``data`` validated against the schema.
+        errors: why the result is not valid; empty when it is.
+        confidence: per leaf field path (``"products[0].cases"``) the backend's confidence in ``[0, 1]``;
+            empty when the backend reports no scores.
+        source: the file name (and page) or a description of the input it came from.
+    """
+
+    data: BaseModel | None
+    raw_text: str
+    valid: bool
+    errors: list[str] = field(default_factory=list)
+    confidence: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The extracted JSON object, or ``{}`` when the result is not valid."""
+        if not self.valid or self.data is None:
+            return {}
+        return self.data.model_dump(mode="json")
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything as plain JSON-ready data: what the CLI writes, one line per document."""
+        return {
+            "source": self.source,
+            "valid": self.valid,
+            "data": self.to_dict() if self.valid else None,
+            "errors": list(self.errors),
+            "confidence": dict(self.confidence),
+            "raw_text": self.raw_text,
+        }
+
+    @classmethod
+    def failed(cls, error: str, *, source: str | None = None, raw_text: str = "") -> Extraction:
+        """A result for an input that produced nothing usable, saying why."""
+        return cls(data=None, raw_text=raw_text, valid=False, errors=[error], confidence={}, source=source)

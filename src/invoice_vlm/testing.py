@@ -1,0 +1,268 @@
+"""Helpers for testing code that uses invoice_vlm, offline and on CPU.
+
+- `build_tiny_paligemma` builds a tiny random PaliGemma with a tokenizer trained on the spot, saved in the standard
+  Hugging Face layout; the real loading, generation and training code runs on it unchanged.
+- `FakeBackend` returns texts you give it, for testing your own pipeline without a model.
+
+Example:
+    >>> from invoice_vlm import InvoiceExtractor
+    >>> from invoice_vlm.testing import FakeBackend
+    >>> fake = FakeBackend(['{"total": 1}'])
+    >>> ex = InvoiceExtractor(backend=fake, schema="invoice")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.backends import Generation
+from invoice_vlm.schemas import SchemaSpec, list_schemas, resolve_schema
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["FakeBackend", "build_tiny_paligemma", "tokenizer_corpus"]
+
+_WORDS = (
+    "ROLL OF METAL WIRE STEEL PIPE COPPER SHEET PLASTIC BOX CARTON BOTTLE WATER JUICE PAPER TOWEL TISSUE SOAP "
+    "CHAIR TABLE LAMP CABLE BOLT NUT SCREW PANEL GLASS DOOR WINDOW FILTER PUMP VALVE TAPE LABEL BAG SACK FOOD "
+    "Street St Avenue Ave Road Rd Suite Apt Boulevard Lane Drive Court North South East West Main Oak Pine "
+    "Park Lake Hill River Springfield Portland Madison Georgetown Salem Fairview Franklin Clinton Greenville "
+    "John Mary James Patricia Robert Jennifer Michael Linda William Elizabeth David Smith Johnson Williams Brown "
+    "Jones Miller Davis Garcia Wilson Anderson Taylor Thomas Moore Martin Jackson White Harris Clark Lewis "
+    "Inc LLC Ltd GmbH Corp Company Group Services Solutions Trading Supply Logistics Distribution Warehouse "
+    "Consulting Design Software License Support Hours Monthly Annual Service Fee Shipping Handling Discount "
+    "EUR USD GBP CHF of and the for with to at in on 1 of 2 page Page"
+).split()
+
+
+def _sample_value(kind: str, rng: random.Random, path: str) -> Any:
+    if kind == "integer":
+        return rng.randint(0, 500)
+    if kind == "number":
+        return round(rng.uniform(0, 5000), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    style = rng.randrange(6)
+    if style == 0:
+        return str(rng.randint(0, 10 ** rng.randint(1, 12)))
+    if style == 1:
+        return f"{rng.randint(1, 12)}/{rng.randint(1, 28)}/20{rng.randint(20, 30)}"
+    if style == 2:
+        return f"{rng.randint(100000, 999999)} - " + " ".join(rng.choices(_WORDS[:40], k=rng.randint(2, 4)))
+    if style == 3:
+        return f"{rng.choice('ABCDEFGHJKLMNPRSTVWXYZ')}{rng.randint(100, 999)}-{rng.choice(['RZ', 'QT', 'MX'])}-{rng.randint(100, 999)}"
+    return " ".join(rng.choices(_WORDS, k=rng.randint(1, 6))) + (
+        f", {rng.randint(10000, 99999)}" if style == 4 else ""
+    )
+
+
+def _sample_document(spec: SchemaSpec, rng: random.Random) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for leaf in spec.leaf_fields:
+        parts = leaf.path.split(".")
+        target = doc
+        if leaf.in_list is not None:
+            list_parts = leaf.in_list.split(".")
+            for part in list_parts[:-1]:
+                target = target.setdefault(part, {})
+            items = target.setdefault(list_parts[-1], [{} for _ in range(rng.randint(1, 3))])
+            for item in items:
+                item[parts[-1]] = _sample_value(leaf.kind, rng, leaf.path)
+            continue
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = _sample_value(leaf.kind, rng, leaf.path)
+    return doc
+
+
+def tokenizer_corpus(
+    schemas: Sequence[str | SchemaSpec] | None = None, n: int = 300, seed: int = 0
+) -> Iterator[str]:
+    """Texts covering the prompts and the JSON (as ``SchemaSpec.dumps`` writes it) of the given schemas."""
+    rng = random.Random(seed)
+    specs = [resolve_schema(s) for s in (schemas if schemas is not None else list_schemas())]
+    for spec in specs:
+        yield spec.prompt
+        for _ in range(n):
+            yield spec.dumps(_sample_document(spec, rng))
+    yield " ".join(_WORDS)
+
+
+def build_tiny_paligemma(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    image_size: int = 64,
+    patch_size: int = 16,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 700,
+    schemas: Sequence[str | SchemaSpec] | None = None,
+) -> Path:
+    """Build a tiny random PaliGemma, fully offline, and save it in the Hugging Face layout at ``path``.
+
+    Both ``InvoiceExtractor.from_pretrained(path)`` and plain ``PaliGemmaForConditionalGeneration.from_pretrained``
+    / ``AutoProcessor.from_pretrained`` load the result. The tokenizer is a byte-fallback BPE (Gemma's layout)
+    trained on the schemas' JSON, with digits kept as single tokens like Gemma's; a pallet-label document is a
+    few hundred tokens. The text embeddings start at ``initializer_range=0.3`` so the tied output layer gives
+    usable logits and a LoRA adapter alone can make the model memorize documents.
+
+    Args:
+        path: directory to write (created).
+        seed: seeds the weights; the same seed gives the same model.
+        image_size: square input resolution of the vision tower.
+        patch_size: vision patch size; ``(image_size // patch_size) ** 2`` image tokens per image.
+        hidden_size: width of the language model.
+        num_layers: layers of the language model.
+        vocab_size: BPE vocabulary size to train (before PaliGemma's 1152 location/segmentation tokens).
+        schemas: schemas whose JSON the tokenizer should cover (default: all registered).
+
+    Returns:
+        ``path`` as a `Path`.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import (
+        GemmaTokenizer,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+    )
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(pattern="▁", behavior="merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    alphabet = sorted(
+        set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]\":,.-/#()'&%+*_@")
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size + len(specials) + len(byte_tokens),
+        special_tokens=specials + byte_tokens,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
+    model_json = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    tokenizer = GemmaTokenizer(vocab=model_json["vocab"], merges=merges)
+
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    image_processor.image_seq_length = (image_size // patch_size) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    total_vocab = len(tokenizer)
+
+    config = PaliGemmaConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "vision_use_head": False,
+        },
+        text_config={
+            "model_type": "gemma",
+            "hidden_size": hidden_size,
+            "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": hidden_size // 2,
+            "vocab_size": total_vocab,
+            "initializer_range": 0.3,
+            "max_position_embeddings": 2048,
+        },
+        image_token_index=processor.image_token_id,
+        vocab_size=total_vocab,
+        projection_dim=hidden_size,
+        hidden_size=hidden_size,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    return out
+
+
+Response = str | Generation | BaseException | Callable[["Image.Image", str], "str | Generation"]
+
+
+class FakeBackend:
+    """A backend that returns the texts you give it, for testing code built on `InvoiceExtractor`.
+
+    Args:
+        responses: one text used for every image; a list of texts returned in call order (an error when they run
+            out); or a function ``(image, prompt) -> text``. A list entry that is an exception is raised for that
+            image, to test failure handling.
+
+    Attributes:
+        calls: ``(image size, prompt)`` of every image seen, in order.
+    """
+
+    name = "fake"
+
+    def __init__(
+        self, responses: str | Sequence[str | Generation | BaseException] | Callable[..., Any]
+    ) -> None:
+        self._responses = responses
+        self._next = 0
+        self.calls: list[tuple[tuple[int, int], str]] = []
+
+    def _one(self, image: Image.Image, prompt: str) -> str | Generation:
+        self.calls.append((image.size, prompt))
+        if isinstance(self._responses, (str, Generation)):
+            return self._responses
+        if callable(self._responses):
+            return self._responses(image, prompt)  # type: ignore[no-any-return]
+        if self._next >= len(self._responses):
+            raise IndexError(f"FakeBackend ran out of responses after {len(self._responses)}.")
+        item = self._responses[self._next]
+        self._next += 1
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def generate(self, images: Sequence[Image.Image], prompt: str) -> list[str | Generation]:
+        """Return the next response for each image.
+
+        Like a real backend, the answer belongs to the image, not to the call: when a batch fails, the responses of
+        its other images are handed out again on the next call (`InvoiceExtractor` retries a failed batch one image
+        at a time), and a single image that fails consumes its response.
+        """
+        start, calls = self._next, len(self.calls)
+        try:
+            return [self._one(image, prompt) for image in images]
+        except BaseException:
+            if len(images) > 1:
+                self._next = start
+                del self.calls[calls:]
+            raise
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, **options: Any) -> FakeBackend:
+        """Build one whose every answer is the text of file ``model`` (so it can be registered as a plugin)."""
+        if model is None:
+            raise ValueError("FakeBackend.from_pretrained needs a path to a file holding the response text.")
+        return cls(Path(model).read_text(encoding="utf-8"))
