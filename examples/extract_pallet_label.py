@@ -1,6 +1,6 @@
 """Extract pallet labels with the reference fine-tune (GPU + Hugging Face access to the gated base model).
 
-    python examples/extract_pallet_label.py label1.jpg label2.jpg
+python examples/extract_pallet_label.py label1.jpg label2.jpg
 """
 
 import json

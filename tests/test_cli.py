@@ -89,3 +89,25 @@ def test_console_script_help():
         [sys.executable, "-m", "invoice_vlm.cli", "extract", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--batch-size" in out.stdout
+
+
+def test_synth_writes_a_loadable_dataset(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "synth", "--schema", "invoice", "--n", "5", "--out", str(tmp_path / "d"), "--seed", "2",
+        "--style", "photo", "--split", "0.6,0.2,0.2", "--no-progress",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["splits"] == {"train": 3, "valid": 1, "test": 1}
+    from invoice_vlm.data import load
+
+    assert load(tmp_path / "d", schema="invoice")["train"].num_rows == 3
+
+
+def test_synth_bad_split_is_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--n", "2", "--out", str(tmp_path), "--split", "0.5,0.5"])
+    assert info.value.code == 2
+    assert "three fractions" in capsys.readouterr().err
+    code, _, err = run(capsys, "synth", "--n", "2", "--out", str(tmp_path), "--split", "0.5,0.6,0.1")
+    assert code == 2 and "summing to 1" in err
