@@ -93,8 +93,21 @@ def test_console_script_help():
 
 def test_synth_writes_a_loadable_dataset(capsys, tmp_path):
     code, out, err = run(
-        capsys, "synth", "--schema", "invoice", "--n", "5", "--out", str(tmp_path / "d"), "--seed", "2",
-        "--style", "photo", "--split", "0.6,0.2,0.2", "--no-progress",
+        capsys,
+        "synth",
+        "--schema",
+        "invoice",
+        "--n",
+        "5",
+        "--out",
+        str(tmp_path / "d"),
+        "--seed",
+        "2",
+        "--style",
+        "photo",
+        "--split",
+        "0.6,0.2,0.2",
+        "--no-progress",
     )
     assert code == 0, err
     summary = json.loads(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from invoice_vlm.backends import Backend, Generation, get_backend, list_backends
 from invoice_vlm.config import GenerationSettings, package_version
 from invoice_vlm.errors import InvoiceVLMError
+from invoice_vlm.evaluation import EvaluationReport, evaluate
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.extractor import InvoiceExtractor
 from invoice_vlm.schemas import SchemaSpec, get_schema, list_schemas, register_schema
@@ -22,6 +23,7 @@ __version__ = package_version()
 
 __all__ = [
     "Backend",
+    "EvaluationReport",
     "Extraction",
     "Generation",
     "GenerationSettings",
@@ -29,6 +31,7 @@ __all__ = [
     "InvoiceVLMError",
     "SchemaSpec",
     "__version__",
+    "evaluate",
     "get_backend",
     "get_schema",
     "list_backends",

@@ -197,7 +197,165 @@ def _register_synth(sub: Any) -> None:
     p.set_defaults(func=_cmd_synth)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth]
+def _headline(report: Any, out: Path | None) -> None:
+    summary = {"documents": report.num_documents, **{k: round(v, 6) for k, v in report.metrics.items()}}
+    if out is not None:
+        summary["report"] = str(out)
+    print(json.dumps(summary))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from invoice_vlm.evaluation import evaluate
+
+    extractor = _load_extractor(args)
+    report = evaluate(
+        extractor,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        limit=args.limit,
+    )
+    out = report.save(args.report) if args.report else None
+    _headline(report, out)
+    return EXIT_OK
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    rows: list[Any] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                rows.append(line.rstrip("\n"))  # a line of raw model text
+                if path.suffix != ".jsonl" and number == 1:
+                    raise CLIError(f"{path} is not JSON lines") from None
+    if not rows:
+        raise CLIError(f"{path} holds no lines")
+    return rows
+
+
+def _prediction_text(row: Any) -> tuple[str, str | None]:
+    if isinstance(row, str):
+        return row, None
+    if isinstance(row, dict):
+        name = row.get("source") or row.get("image") or row.get("file_name")
+        if isinstance(row.get("raw_text"), str):
+            return row["raw_text"], name
+        if "prediction" in row:
+            pred = row["prediction"]
+            return (pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False)), name
+        if "data" in row and "valid" in row:
+            return json.dumps(row["data"] or {}, ensure_ascii=False), name
+        return json.dumps(row, ensure_ascii=False), None
+    return json.dumps(row, ensure_ascii=False), None
+
+
+def _reference_text(row: Any, where: str) -> tuple[str, str | None]:
+    if not isinstance(row, dict):
+        raise CLIError(f"{where} is not a JSON object")
+    name = row.get("image") or row.get("file_name") or row.get("source")
+    if "suffix" in row:
+        return str(row["suffix"]), name
+    if "ground_truth" in row:
+        gt = json.loads(row["ground_truth"]) if isinstance(row["ground_truth"], str) else row["ground_truth"]
+        return json.dumps(gt.get("gt_parse", gt), ensure_ascii=False), name
+    if "target" in row:
+        target = row["target"]
+        return (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)), name
+    return json.dumps(row, ensure_ascii=False), None
+
+
+def _guess_schema(targets: list[str]) -> str:
+    from pydantic import ValidationError
+
+    from invoice_vlm.schemas import get_schema, list_schemas
+
+    fits = []
+    for name in list_schemas():
+        spec = get_schema(name)
+        try:
+            for t in targets:
+                spec.validate_data(json.loads(t))
+        except (ValidationError, json.JSONDecodeError):
+            continue
+        fits.append(name)
+    if len(fits) != 1:
+        found = ", ".join(fits) if fits else "none"
+        raise CLIError(f"cannot tell the schema of the references (fitting: {found}); pass --schema")
+    return fits[0]
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from invoice_vlm.evaluation import score
+
+    preds = [_prediction_text(r) for r in _read_jsonl(args.predictions)]
+    refs = [
+        _reference_text(r, f"{args.references}:{i + 1}") for i, r in enumerate(_read_jsonl(args.references))
+    ]
+    pred_names = [Path(n).name for _, n in preds if n]
+    ref_names = [Path(n).name for _, n in refs if n]
+    if len(pred_names) == len(preds) and len(ref_names) == len(refs) and set(pred_names) == set(ref_names):
+        by_name = {Path(n).name: t for t, n in preds if n}
+        pairs: list[tuple[str, str, str | None]] = [
+            (by_name[Path(n).name], t, Path(n).name) for t, n in refs if n
+        ]
+    elif len(preds) != len(refs):
+        raise CLIError(
+            f"{len(preds)} predictions but {len(refs)} references, and their file names do not match one to one"
+        )
+    else:
+        pairs = [(p, r, n) for (p, _), (r, n) in zip(preds, refs, strict=True)]
+    targets = [r for _, r, _ in pairs]
+    schema = args.schema or _guess_schema(targets)
+    report = score(
+        [p for p, _, _ in pairs],
+        targets,
+        schema,
+        sources=[n for _, _, n in pairs],
+        info={"predictions": str(args.predictions), "references": str(args.references)},
+    )
+    out = report.save(args.report) if args.report else None
+    _headline(report, out)
+    return EXIT_OK
+
+
+def _register_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="extract a dataset split and score it (field accuracy, nTED, F1, validity, BLEU, TER)",
+        description="Run the model over a dataset split and print headline metrics as JSON; --report writes "
+        "report.json, report.md and per_field.png.",
+    )
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="dataset folder (Roboflow, Donut or saved HF dataset)")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--report", type=Path, help="directory for report.json, report.md, per_field.png")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N documents")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "score",
+        help="score predictions made elsewhere against references, without a model",
+        description="PREDICTIONS: JSON lines from 'invoice-vlm extract', or one predicted JSON object (or raw text) "
+        "per line. REFERENCES: Roboflow rows (suffix), Donut rows (ground_truth), or one JSON object per line. "
+        "Lines pair up by file name when both sides name every document, else by order.",
+    )
+    p.add_argument("predictions", type=Path)
+    p.add_argument("references", type=Path)
+    p.add_argument(
+        "--schema", "-s", help="schema of the documents (default: the one registered schema they fit)"
+    )
+    p.add_argument("--report", type=Path, help="directory for report.json, report.md, per_field.png")
+    p.set_defaults(func=_cmd_score)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth, _register_evaluate]
 
 
 def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
