@@ -36,3 +36,46 @@ def white_image():
     from PIL import Image
 
     return Image.new("RGB", (120, 80), "white")
+
+
+COLORS = [(220, 40, 40), (40, 160, 60), (40, 70, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200)]
+
+
+def write_documents(root: Path, splits: dict[str, int], prompt: str | None = None, seed: int = 0) -> Path:
+    """Generated pallet labels in the Roboflow layout, each with a coloured band so a 64-pixel model tells them apart."""
+    import json
+
+    from PIL import ImageDraw
+
+    from invoice_vlm import get_schema
+    from invoice_vlm.data.synth import generate
+
+    spec = get_schema("pallet_label")
+    index = 0
+    for split, count in splits.items():
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for _ in range(count):
+            doc = generate(spec, seed * 1000 + index)
+            image = doc.image.copy()
+            ImageDraw.Draw(image).rectangle(
+                [0, 0, image.width, image.height // 3], fill=COLORS[index % len(COLORS)]
+            )
+            image.save(folder / f"{index}.png")
+            rows.append(
+                {"image": f"{index}.png", "prefix": prompt or spec.prompt, "suffix": spec.dumps(doc.data)}
+            )
+            index += 1
+        (folder / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="session")
+def four_documents(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_documents(tmp_path_factory.mktemp("docs4"), {"train": 4})
+
+
+@pytest.fixture(scope="session")
+def split_documents(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_documents(tmp_path_factory.mktemp("docs_split"), {"train": 4, "valid": 2, "test": 2})

@@ -355,7 +355,78 @@ def _register_evaluate(sub: Any) -> None:
     p.set_defaults(func=_cmd_score)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth, _register_evaluate]
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+    import typing
+
+    from invoice_vlm.finetune.config import FinetuneConfig
+
+    hints = typing.get_type_hints(FinetuneConfig)
+    helps = FinetuneConfig.field_help()
+    for f in dataclasses.fields(FinetuneConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        text = str(kind)
+        if kind is bool:
+            p.add_argument(flag, dest=f.name, type=_parse_bool, metavar="true|false", help=helps[f.name])
+        elif "list" in text:
+            p.add_argument(flag, dest=f.name, help=helps[f.name] + " (comma-separated)")
+        elif kind is int or text == "int | None":
+            p.add_argument(flag, dest=f.name, type=int, help=helps[f.name])
+        elif kind is float:
+            p.add_argument(flag, dest=f.name, type=float, help=helps[f.name])
+        else:
+            p.add_argument(flag, dest=f.name, help=helps[f.name])
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from invoice_vlm.finetune import FinetuneConfig, finetune
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.config is not None:
+        config = FinetuneConfig.load(args.config, **overrides)
+    else:
+        missing = [k for k in ("base_model", "data", "schema", "output_dir") if k not in overrides]
+        if missing:
+            raise CLIError(
+                "pass --config cfg.yaml or at least " + ", ".join("--" + k.replace("_", "-") for k in missing)
+            )
+        config = FinetuneConfig(**overrides)
+    result = finetune(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        summary = {
+            "output_dir": str(result.output_dir),
+            **{k: round(v, 6) for k, v in result.metrics.items()},
+        }
+        print(json.dumps(summary))
+    return EXIT_OK
+
+
+def _register_finetune(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune PaliGemma (LoRA, QLoRA or full) on a dataset",
+        description="Train with the settings of --config (YAML or JSON); any flag below overrides the file. Works "
+        "under torchrun / accelerate launch; only the main process writes. Prints a JSON summary at the end.",
+    )
+    p.add_argument("--config", "-c", type=Path, help="YAML or JSON file of FinetuneConfig settings")
+    _config_flags(p)
+    p.set_defaults(func=_cmd_finetune)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth, _register_evaluate, _register_finetune]
 
 
 def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:

@@ -87,8 +87,8 @@ def tokenizer_corpus(
     rng = random.Random(seed)
     specs = [resolve_schema(s) for s in (schemas if schemas is not None else list_schemas())]
     for spec in specs:
-        yield spec.prompt
         for _ in range(n):
+            yield spec.prompt  # as often as the documents, so the prompt's words become whole tokens
             yield spec.dumps(_sample_document(spec, rng))
     yield " ".join(_WORDS)
 
@@ -99,9 +99,11 @@ def build_tiny_paligemma(
     *,
     image_size: int = 64,
     patch_size: int = 16,
-    hidden_size: int = 64,
+    hidden_size: int = 128,
     num_layers: int = 2,
     vocab_size: int = 700,
+    num_heads: int = 2,
+    initializer_range: float = 0.3,
     schemas: Sequence[str | SchemaSpec] | None = None,
 ) -> Path:
     """Build a tiny random PaliGemma, fully offline, and save it in the Hugging Face layout at ``path``.
@@ -117,8 +119,10 @@ def build_tiny_paligemma(
         seed: seeds the weights; the same seed gives the same model.
         image_size: square input resolution of the vision tower.
         patch_size: vision patch size; ``(image_size // patch_size) ** 2`` image tokens per image.
-        hidden_size: width of the language model.
+        hidden_size: width of the language model (128 lets a LoRA adapter memorize a few full pallet labels).
         num_layers: layers of the language model.
+        num_heads: attention heads of the language model (one key/value head, as in PaliGemma-3B's Gemma).
+        initializer_range: standard deviation of the language model's initial weights, embeddings included.
         vocab_size: BPE vocabulary size to train (before PaliGemma's 1152 location/segmentation tokens).
         schemas: schemas whose JSON the tokenizer should cover (default: all registered).
 
@@ -182,11 +186,11 @@ def build_tiny_paligemma(
             "hidden_size": hidden_size,
             "intermediate_size": hidden_size * 2,
             "num_hidden_layers": num_layers,
-            "num_attention_heads": 2,
+            "num_attention_heads": num_heads,
             "num_key_value_heads": 1,
-            "head_dim": hidden_size // 2,
+            "head_dim": hidden_size // num_heads,
             "vocab_size": total_vocab,
-            "initializer_range": 0.3,
+            "initializer_range": initializer_range,
             "max_position_embeddings": 2048,
         },
         image_token_index=processor.image_token_id,

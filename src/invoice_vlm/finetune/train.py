@@ -1,0 +1,438 @@
+"""`finetune`: LoRA / QLoRA / full fine-tuning of PaliGemma over TRL's ``SFTTrainer``, guarded and reproducible."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.backends.paligemma import PaliGemmaBackend, _has_processor, resolve_device_dtype
+from invoice_vlm.config import ExtractorConfig, GenerationSettings
+from invoice_vlm.errors import (
+    ConfigError,
+    GuardError,
+    InvoiceVLMWarning,
+    MissingDependencyError,
+    TrainingError,
+)
+from invoice_vlm.finetune.collator import PaliGemmaCollator
+from invoice_vlm.finetune.config import FinetuneConfig
+from invoice_vlm.finetune.guards import check_attention, check_batch
+from invoice_vlm.schemas import SchemaSpec, resolve_schema
+
+if TYPE_CHECKING:
+    from invoice_vlm.evaluation import EvaluationReport
+
+__all__ = ["FinetuneResult", "finetune", "lora_target_regex"]
+
+EVAL_SPLITS = ("valid", "validation", "val")
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class FinetuneResult:
+    """What `finetune` returns.
+
+    Attributes:
+        output_dir: the directory `InvoiceExtractor.from_pretrained` loads.
+        metrics: final numbers: training (``train_loss``, ``global_step``, ``train_samples_per_second``...) and, when
+            the data has a test or validation split, its evaluation (``field_accuracy``, ``document_accuracy``...).
+        report: the final `EvaluationReport`, if an evaluation split existed.
+    """
+
+    output_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    report: EvaluationReport | None = None
+
+
+def lora_target_regex(names: list[str], vision: bool) -> str:
+    """A PEFT ``target_modules`` regex for the projections named, in the language model (and vision tower)."""
+    towers = "language_model|vision_tower" if vision else "language_model"
+    return rf".*({towers}).*\.({'|'.join(sorted(set(names)))})"
+
+
+def _require_training_stack() -> None:
+    for package in ("torch", "transformers", "peft", "trl", "datasets"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise MissingDependencyError("Fine-tuning", "train", package) from None
+
+
+def _splits(dataset: Any) -> tuple[Any, Any, Any]:
+    if "train" not in dataset:
+        raise TrainingError(f"The dataset has no 'train' split (it has {', '.join(sorted(dataset))}).")
+    eval_name = next((s for s in EVAL_SPLITS if s in dataset), None)
+    return (
+        dataset["train"],
+        dataset[eval_name] if eval_name else None,
+        dataset["test"] if "test" in dataset else None,
+    )
+
+
+def _check_prompts(dataset: Any, prompt: str, config: FinetuneConfig, spec: SchemaSpec) -> None:
+    found: set[str] = set()
+    for split in dataset.values():
+        found.update(split["prefix"])
+    if found != {prompt}:
+        raise GuardError(
+            "prompt",
+            f"the data is labelled with prompt(s) {sorted(found)!r} but this run trains and saves prompt {prompt!r}; "
+            "set prompt= to the data's prompt or relabel the data, so training and inference ask the same question.",
+        )
+    if config.adapter and ExtractorConfig.exists(config.adapter):
+        saved = ExtractorConfig.load(config.adapter)
+        if saved.prompt != prompt or saved.schema != spec.name:
+            raise GuardError(
+                "prompt",
+                f"adapter {config.adapter} was trained with prompt {saved.prompt!r} for schema {saved.schema!r}; this "
+                f"run uses {prompt!r} for {spec.name!r}. Continue it with the same prompt and schema.",
+            )
+
+
+def _longest_target_tokens(processor: Any, targets: list[str]) -> int:
+    tokenizer = processor.tokenizer
+    return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1  # + <eos>
+
+
+def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+
+    processor_ref = config.adapter if config.adapter and _has_processor(config.adapter) else config.base_model
+    processor = AutoProcessor.from_pretrained(processor_ref)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "attn_implementation": "sdpa"}
+    if config.method == "qlora":
+        if not device.startswith("cuda"):
+            raise TrainingError(
+                "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels); use method='lora' on this machine."
+            )
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("QLoRA", "qlora", "bitsandbytes") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    if device.startswith("cuda"):
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": device}
+    model = PaliGemmaForConditionalGeneration.from_pretrained(config.base_model, **kwargs)
+    if not device.startswith("cuda"):
+        model = model.to(device)
+    check_attention(model)
+    return model, processor
+
+
+def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    if config.method == "full":
+        for name, param in model.named_parameters():
+            in_vision = "vision_tower" in name
+            in_projector = "multi_modal_projector" in name
+            param.requires_grad = (
+                (not in_vision and not in_projector)
+                or (in_vision and config.train_vision_tower)
+                or (in_projector and config.train_projector)
+            )
+        return model
+    if config.adapter:
+        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
+    else:
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=lora_target_regex(config.lora_targets, config.train_vision_tower),
+            modules_to_save=["multi_modal_projector"] if config.train_projector else None,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise TrainingError(
+            f"No parameter is trainable: lora_targets {config.lora_targets} matched no module."
+        )
+    if not config.train_vision_tower and any("vision_tower" in n for n in trainable):
+        raise GuardError(
+            "vision_tower", "the vision tower would be trained although train_vision_tower is False."
+        )
+    return model
+
+
+def _trainer_class() -> Any:
+    from trl import SFTTrainer
+
+    class InvoiceSFTTrainer(SFTTrainer):  # type: ignore[misc]
+        """SFTTrainer that guards the first batch and evaluates by generating and scoring fields."""
+
+        def __init__(self, *args: Any, invoice: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.invoice = invoice
+            self._guarded = False
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            truncated = inputs.pop("truncated", None)
+            if not self._guarded and model.training:
+                check_batch(inputs, self.invoice["processor"], self.invoice["prompt"], truncated)
+                self._guarded = True
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+        ) -> Any:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+            if dataset is None:
+                return metrics
+            report = _generate_and_score(self.accelerator.unwrap_model(self.model), dataset, self.invoice)
+            extra = {
+                f"{metric_key_prefix}_{k}": report.metrics[k]
+                for k in ("field_accuracy", "document_accuracy", "schema_valid_rate", "json_valid_rate")
+            }
+            metrics.update(extra)
+            self.log(extra)
+            return metrics
+
+    return InvoiceSFTTrainer
+
+
+def _generate_and_score(model: Any, dataset: Any, invoice: dict[str, Any]) -> EvaluationReport:
+    from invoice_vlm.evaluation import evaluate
+    from invoice_vlm.extractor import InvoiceExtractor
+
+    was_training = model.training
+    model.eval()
+    backend = PaliGemmaBackend(
+        model,
+        invoice["processor"],
+        device=invoice["device"],
+        generation=GenerationSettings(max_new_tokens=invoice["max_new_tokens"]),
+    )
+    extractor = InvoiceExtractor(
+        backend, invoice["schema"], prompt=invoice["prompt"], backend_name="paligemma"
+    )
+    limit = invoice["eval_max_documents"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InvoiceVLMWarning)
+        report = evaluate(extractor, dataset, batch_size=invoice["batch_size"], progress=False, limit=limit)
+    if was_training:
+        model.train()
+    return report
+
+
+def _sft_config(config: FinetuneConfig, has_eval: bool, device: str, dtype: Any) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    epoch_based = config.eval_steps is None and config.save_steps is None
+    eval_steps = config.eval_steps or config.save_steps
+    save_steps = config.save_steps or config.eval_steps
+    kwargs: dict[str, Any] = {
+        "output_dir": str(Path(config.output_dir) / CHECKPOINTS),
+        "num_train_epochs": config.num_train_epochs,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        "weight_decay": config.weight_decay,
+        "lr_scheduler_type": "linear",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "logging_steps": config.logging_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "report_to": config.report_to or "none",
+        "remove_unused_columns": False,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        "max_length": None,
+        "bf16": device.startswith("cuda") and dtype == torch.bfloat16,
+        "save_strategy": "epoch" if epoch_based else "steps",
+        "save_only_model": False,
+        "use_cpu": not device.startswith("cuda"),
+        "dataloader_pin_memory": device.startswith("cuda"),
+        "push_to_hub": False,  # the final directory is pushed by us, with its model card
+    }
+    if not epoch_based:
+        kwargs["save_steps"] = save_steps
+    if has_eval:
+        kwargs.update(
+            eval_strategy="epoch" if epoch_based else "steps",
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_field_accuracy",
+            greater_is_better=True,
+        )
+        if not epoch_based:
+            kwargs["eval_steps"] = eval_steps
+    else:
+        kwargs["eval_strategy"] = "no"
+    if config.gradient_checkpointing:
+        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    return SFTConfig(**kwargs)
+
+
+def finetune(
+    config: FinetuneConfig,
+    *,
+    collator: Any = None,
+    callbacks: list[Any] | None = None,
+) -> FinetuneResult:
+    """Fine-tune PaliGemma on a dataset and write a directory `InvoiceExtractor.from_pretrained` loads.
+
+    The first batch of every run is checked (see `invoice_vlm.finetune.guards`): ``token_type_ids`` reach the
+    model, labels cover exactly the target tokens, every target ends with EOS, the image token count is right, and
+    the prompt is the one saved next to the weights. The data's prompts must equal the run's prompt.
+
+    Args:
+        config: the settings.
+        collator: replaces `PaliGemmaCollator` (advanced; the guards still check its batches).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+
+    Returns:
+        A `FinetuneResult` with the output directory and final metrics.
+
+    Raises:
+        GuardError: the first batch or the data would train the wrong thing.
+        TrainingError: the run cannot start (no train split, QLoRA without CUDA...).
+
+    Example:
+        >>> # result = finetune(FinetuneConfig(base_model="google/paligemma-3b-pt-448", data="data/pallets",
+        >>> #                                  schema="pallet_label", output_dir="out/pallets"))
+        >>> # InvoiceExtractor.from_pretrained(result.output_dir).extract("label.jpg")
+    """
+    _require_training_stack()
+    import transformers
+
+    from invoice_vlm.data import load
+
+    spec = resolve_schema(config.schema)
+    prompt = config.prompt or spec.prompt
+    if "<image>" in prompt:
+        raise ConfigError(
+            "The prompt must not contain '<image>'; the processor adds the image tokens.", key="prompt"
+        )
+    dataset = load(config.data, schema=spec)
+    train, val, test = _splits(dataset)
+    _check_prompts(dataset, prompt, config, spec)
+    device, dtype = resolve_device_dtype(config.device, None)
+    transformers.set_seed(config.seed)
+    model, processor = _load_model(config, device, dtype)
+    model = _prepare_trainable(model, config)
+
+    longest = _longest_target_tokens(processor, list(train["target"]))
+    max_new_tokens = math.ceil(longest * 1.25) + 16
+    invoice = {
+        "processor": processor,
+        "prompt": prompt,
+        "schema": spec,
+        "device": device,
+        "max_new_tokens": max_new_tokens,
+        "eval_max_documents": config.eval_max_documents,
+        "batch_size": config.per_device_train_batch_size,
+    }
+    callbacks = list(callbacks or [])
+    if config.early_stopping_patience:
+        if val is None:
+            raise ConfigError(
+                "early_stopping_patience needs a validation split (valid/validation) in the data."
+            )
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = _trainer_class()(
+        model=model,
+        args=_sft_config(config, val is not None, device, dtype),
+        data_collator=collator or PaliGemmaCollator(processor, prompt, config.max_length),
+        train_dataset=train,
+        eval_dataset=val,
+        processing_class=processor,
+        callbacks=callbacks,
+        invoice=invoice,
+    )
+    resume: str | bool | None = config.resume_from_checkpoint
+    if resume == "latest":
+        resume = True
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    metrics: dict[str, float] = {
+        k: float(v) for k, v in train_output.metrics.items() if isinstance(v, (int, float))
+    }
+    metrics["global_step"] = float(trainer.state.global_step)
+    out = Path(config.output_dir)
+    report = None
+    if trainer.is_world_process_zero():
+        final_split = test if test is not None else val
+        if final_split is not None:
+            invoice["eval_max_documents"] = None
+            report = _generate_and_score(
+                trainer.accelerator.unwrap_model(trainer.model), final_split, invoice
+            )
+            report.info.update(split="test" if test is not None else "valid", base_model=config.base_model)
+            metrics.update(report.metrics)
+        _save(
+            trainer, processor, config, spec, prompt, max_new_tokens, out, dataset, metrics, report, longest
+        )
+    return FinetuneResult(output_dir=out, metrics=metrics, report=report)
+
+
+def _save(
+    trainer: Any,
+    processor: Any,
+    config: FinetuneConfig,
+    spec: SchemaSpec,
+    prompt: str,
+    max_new_tokens: int,
+    out: Path,
+    dataset: Any,
+    metrics: dict[str, float],
+    report: EvaluationReport | None,
+    longest: int,
+) -> None:
+    from invoice_vlm.finetune.card import model_card
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    ExtractorConfig(
+        schema=spec.name,
+        prompt=prompt,
+        backend="paligemma",
+        generation={"max_new_tokens": max_new_tokens, "num_beams": 1},
+        schema_version=spec.version,
+        base_model=config.base_model,
+    ).save(out)
+    (out / "finetune_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (out / "training_log.json").write_text(
+        json.dumps(trainer.state.log_history, indent=2) + "\n", encoding="utf-8"
+    )
+    if report is not None:
+        report.save(out / "evaluation")
+    splits = {name: split.num_rows for name, split in dataset.items()}
+    (out / "README.md").write_text(
+        model_card(config, spec, prompt, splits, metrics, report, longest, max_new_tokens), encoding="utf-8"
+    )
+    if config.push_to_hub and config.hub_model_id:
+        from huggingface_hub import create_repo, upload_folder
+
+        create_repo(config.hub_model_id, exist_ok=True)
+        upload_folder(repo_id=config.hub_model_id, folder_path=str(out), ignore_patterns=[f"{CHECKPOINTS}/*"])

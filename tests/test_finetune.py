@@ -1,0 +1,294 @@
+"""Fine-tuning on a tiny PaliGemma, on CPU: the real TRL/PEFT code paths, guarded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from invoice_vlm import InvoiceExtractor
+from invoice_vlm.config import CONFIG_NAME, ExtractorConfig
+from invoice_vlm.data import load
+from invoice_vlm.errors import ConfigError, GuardError, InvoiceVLMWarning, TrainingError
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from invoice_vlm.finetune import (  # noqa: E402
+    FinetuneConfig,
+    PaliGemmaCollator,
+    check_attention,
+    check_batch,
+    finetune,
+)
+
+PROMPT = "extract Document data in JSON format"
+
+
+def config(tiny_model, data, out, **kw):
+    kw.setdefault("num_train_epochs", 1)
+    kw.setdefault("learning_rate", 5e-3)
+    kw.setdefault("per_device_train_batch_size", 4)
+    return FinetuneConfig(
+        base_model=str(tiny_model), data=str(data), schema="pallet_label", output_dir=str(out), **kw
+    )
+
+
+@pytest.mark.slow
+def test_end_to_end_memorizes_four_documents(tiny_model, four_documents, tmp_path):
+    result = finetune(
+        FinetuneConfig(
+            base_model=str(tiny_model),
+            data=str(four_documents),
+            schema="pallet_label",
+            output_dir=str(tmp_path / "out"),
+            num_train_epochs=200,
+            learning_rate=5e-3,
+            per_device_train_batch_size=4,
+        )
+    )
+    assert result.metrics["global_step"] == 200
+    ex = InvoiceExtractor.from_pretrained(result.output_dir)
+    assert ex.prompt == PROMPT and ex.schema.name == "pallet_label"
+    rows = load(four_documents, schema="pallet_label")["train"]
+    for row in rows:
+        got = ex.extract(row["image"])
+        assert got.valid, got.errors
+        assert got.to_dict() == json.loads(row["target"])
+
+
+def test_output_directory_card_and_evaluation(tiny_model, split_documents, tmp_path):
+    result = finetune(config(tiny_model, split_documents, tmp_path / "out", num_train_epochs=2))
+    out = result.output_dir
+    top = {p.name for p in out.iterdir()}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        CONFIG_NAME,
+        "README.md",
+        "finetune_config.json",
+        "evaluation",
+        "checkpoints",
+    } <= top
+    assert not [
+        p for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")
+    ]  # no pickles at the top
+    saved = ExtractorConfig.load(out)
+    assert saved.prompt == PROMPT and saved.schema == "pallet_label"
+    rows = load(split_documents, schema="pallet_label")["train"]
+    from transformers import AutoProcessor
+
+    tok = AutoProcessor.from_pretrained(out).tokenizer
+    longest = max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in rows["target"]) + 1
+    assert saved.generation["max_new_tokens"] >= longest + 16
+    # Evaluated every epoch on the validation split by generating, and at the end on the test split.
+    log = json.loads((out / "training_log.json").read_text())
+    assert sum("eval_field_accuracy" in entry for entry in log) == 2
+    assert result.report is not None and result.report.num_documents == 2
+    assert {"field_accuracy", "document_accuracy", "bleu", "ter"} <= set(result.metrics)
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "| field accuracy |" in card and "| lora_r | `8` |" in card
+    assert "train 4, valid 2, test 2" in card and PROMPT in card
+    assert (out / "evaluation" / "report.md").is_file()
+    # Only the language model is adapted by default.
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert "language_model" in str(adapter["target_modules"]) and "vision_tower" not in str(
+        adapter["target_modules"]
+    )
+
+
+class NoTokenTypes(PaliGemmaCollator):
+    def __call__(self, examples):
+        batch = super().__call__(examples)
+        del batch["token_type_ids"]
+        return batch
+
+
+class NoEos(PaliGemmaCollator):
+    """What a transformers release once did: the targets lose their <eos>."""
+
+    def __call__(self, examples):
+        batch = super().__call__(examples)
+        eos = self.processor.tokenizer.eos_token_id
+        for row in range(batch["input_ids"].shape[0]):
+            where = (batch["input_ids"][row] == eos).nonzero()
+            for pos in where.flatten().tolist():
+                batch["input_ids"][row, pos] = self.processor.tokenizer.pad_token_id
+                batch["labels"][row, pos] = -100
+                batch["attention_mask"][row, pos] = 0
+                batch["token_type_ids"][row, pos] = 0
+        return batch
+
+
+@pytest.mark.parametrize(("collator_cls", "check"), [(NoTokenTypes, "token_type_ids"), (NoEos, "eos")])
+def test_guards_stop_the_first_batch(tiny_model, four_documents, tmp_path, collator_cls, check):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    with pytest.raises(GuardError) as info:
+        finetune(
+            config(tiny_model, four_documents, tmp_path / "out"), collator=collator_cls(processor, PROMPT)
+        )
+    assert info.value.check == check
+    assert not (tmp_path / "out" / CONFIG_NAME).exists()
+
+
+def test_prompt_mismatch_with_data_or_saved_adapter(tiny_model, four_documents, tmp_path):
+    with pytest.raises(GuardError, match="labelled with prompt") as info:
+        finetune(config(tiny_model, four_documents, tmp_path / "a", prompt="read the pallet label"))
+    assert info.value.check == "prompt"
+    # An adapter whose invoice_vlm.json was trained with another prompt cannot be continued on this data.
+    first = finetune(config(tiny_model, four_documents, tmp_path / "b")).output_dir
+    saved = ExtractorConfig.load(first)
+    saved.prompt = "read the pallet label"
+    saved.save(first)
+    with pytest.raises(GuardError, match="was trained with prompt 'read the pallet label'"):
+        finetune(config(tiny_model, four_documents, tmp_path / "c", adapter=str(first)))
+
+
+def test_check_batch_on_processor_batches(tiny_model):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    collate = PaliGemmaCollator(processor, PROMPT)
+    rows = [
+        {"image": Image.new("RGB", (80, 60), "white"), "target": t} for t in ('{"a": "1"}', '{"a": "22222"}')
+    ]
+    batch = collate(rows)
+    truncated = batch.pop("truncated")
+    check_batch(batch, processor, PROMPT, truncated)  # a good batch passes
+    bad = {k: v.clone() for k, v in batch.items()}
+    bad["labels"][0, 0] = bad["input_ids"][0, 0]  # learn an image token
+    with pytest.raises(GuardError, match=r"\[labels\]"):
+        check_batch(bad, processor, PROMPT)
+    with pytest.raises(GuardError, match=r"\[prompt\]"):
+        check_batch(batch, processor, "another prompt")
+    bad = {k: v.clone() for k, v in batch.items()}
+    bad["input_ids"][1, 0] = processor.tokenizer.pad_token_id
+    with pytest.raises(GuardError, match=r"\[image_tokens\]"):
+        check_batch(bad, processor, PROMPT)
+
+
+def test_truncation_cuts_only_the_target_and_warns(tiny_model):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    prefix = len(processor(images=Image.new("RGB", (80, 60)), text="<image>" + PROMPT)["input_ids"][0])
+    collate = PaliGemmaCollator(processor, PROMPT, max_length=prefix + 12)
+    rows = [
+        {"image": Image.new("RGB", (80, 60)), "target": '{"route": "' + "9" * 40 + '"}'},
+        {"image": Image.new("RGB", (80, 60)), "target": '{"a": "1"}'},
+    ]
+    with pytest.warns(InvoiceVLMWarning, match="1 target"):
+        batch = collate(rows)
+    assert batch["truncated"] == [True, False] and collate.truncated_rows == 1
+    assert batch["input_ids"].shape[1] <= prefix + 12
+    check_batch({k: v for k, v in batch.items() if k != "truncated"}, processor, PROMPT, batch["truncated"])
+
+
+def test_flash_attention_and_qlora_on_cpu_are_refused(tiny_model, four_documents, tmp_path):
+    fake = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    with pytest.raises(GuardError, match="prefix-LM mask"):
+        check_attention(fake)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainingError, match="QLoRA needs a CUDA GPU"):
+        finetune(config(tiny_model, four_documents, tmp_path / "q", method="qlora"))
+
+
+def test_resume_reaches_the_same_final_step(tiny_model, four_documents, tmp_path):
+    from transformers import TrainerCallback
+
+    class StopAfterSecondSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    cfg = config(tiny_model, four_documents, tmp_path / "out", num_train_epochs=4)
+    interrupted = finetune(cfg, callbacks=[StopAfterSecondSave()])
+    assert interrupted.metrics["global_step"] == 2
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = finetune(
+        config(
+            tiny_model, four_documents, tmp_path / "out", num_train_epochs=4, resume_from_checkpoint="latest"
+        )
+    )
+    assert resumed.metrics["global_step"] == 4
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log[-1]["epoch"] == 4
+
+
+def test_config_files_and_validation(tmp_path):
+    (tmp_path / "cfg.yaml").write_text(
+        "base_model: m\ndata: d\nschema: pallet_label\noutput_dir: o\nlora_r: 16\n"
+    )
+    cfg = FinetuneConfig.load(tmp_path / "cfg.yaml", learning_rate=1e-4)
+    assert cfg.lora_r == 16 and cfg.learning_rate == 1e-4 and cfg.prompt is None
+    (tmp_path / "cfg.json").write_text(
+        json.dumps({"base_model": "m", "data": "d", "schema": "s", "output_dir": "o", "lora_rank": 4})
+    )
+    with pytest.warns(InvoiceVLMWarning, match="lora_rank"):
+        FinetuneConfig.load(tmp_path / "cfg.json")
+    with pytest.raises(ConfigError, match="lora_r must be a positive integer.*warmup_ratio"):
+        FinetuneConfig(base_model="m", data="d", schema="s", output_dir="o", lora_r=0, warmup_ratio=2)
+
+
+def test_cli_finetune_with_overrides(capsys, tiny_model, four_documents, tmp_path):
+    from invoice_vlm.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"base_model: {tiny_model}\ndata: {four_documents}\nschema: pallet_label\n"
+        f"output_dir: {tmp_path / 'out'}\nnum_train_epochs: 5\n"
+    )
+    code = main(["finetune", "--config", str(cfg), "--num-train-epochs", "1", "--lora-r", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["global_step"] == 1 and summary["output_dir"] == str(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "finetune_config.json").read_text())["lora_r"] == 4
+    code = main(["finetune", "--data", "x"])
+    assert code == 2 and "--base-model" in capsys.readouterr().err
+
+
+def test_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "-m",
+        "invoice_vlm.cli",
+        "finetune",
+        "--base-model",
+        str(tiny_model),
+        "--data",
+        str(four_documents),
+        "--schema",
+        "pallet_label",
+        "--output-dir",
+        str(out),
+        "--num-train-epochs",
+        "2",
+        "--per-device-train-batch-size",
+        "2",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"output_dir"')]
+    assert len(summaries) == 1  # only the main process reports
+    summary = json.loads(summaries[0])
+    assert summary["global_step"] == 2  # 4 documents, 2 per process: one step per epoch
+    assert (out / "adapter_model.safetensors").is_file() and (out / CONFIG_NAME).is_file()
+    assert InvoiceExtractor.from_pretrained(out).prompt == PROMPT
