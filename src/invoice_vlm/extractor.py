@@ -65,6 +65,9 @@ class InvoiceExtractor:
             )
         self.backend = backend
         self.schema = resolve_schema(schema)
+        bind = getattr(backend, "bind_schema", None)
+        if callable(bind):
+            bind(self.schema)  # backends that parse layouts (ocr) need the schema, not only its prompt
         self.prompt = prompt if prompt is not None else self.schema.prompt
         if "<image>" in self.prompt:
             raise ValueError("The prompt must not contain '<image>'; the backend adds the image tokens.")
@@ -138,7 +141,8 @@ class InvoiceExtractor:
                     InvoiceVLMWarning,
                     stacklevel=2,
                 )
-            backend_options.setdefault("generation", saved.generation_settings())
+            if saved.generation:  # backends without decoding settings (ocr) save none
+                backend_options.setdefault("generation", saved.generation_settings())
             schema, prompt, backend = spec, saved.prompt, saved.backend
         if schema is None:
             raise ConfigError(

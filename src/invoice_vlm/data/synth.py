@@ -517,16 +517,10 @@ def _invoice_blocks(
         x = page.margin + col * (half + 12)
         page.text(x, title.upper(), size - 2, bold=True, y=top)
         y = top + int(size * 1.5)
-        for line in _party_lines(spec, data[who], who, rng):
-            while not page.fits(line, size, half - 10) and len(line) > 8:
-                cut = line.rfind(", ", 0, len(line) - 1)
-                if cut <= 0:
-                    break
-                page.text(x, line[: cut + 1], size, y=y)
+        for text in _party_lines(spec, data[who], who, rng):
+            for line in _wrap(page, text, size, half - 40):  # leave a gutter between the two blocks
+                page.text(x, line, size, y=y)
                 y += int(size * 1.35)
-                line = line[cut + 2 :]
-            page.text(x, line, size, y=y)
-            y += int(size * 1.35)
         page.y = max(page.y, y)
     page.skip(20)
 

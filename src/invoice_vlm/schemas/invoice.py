@@ -53,8 +53,8 @@ class Invoice(BaseModel):
         description="Payment due date, ISO yyyy-mm-dd.",
         json_schema_extra=_labels("Due Date", "Due"),
     )
-    seller: Party
-    buyer: Party
+    seller: Party = Field(json_schema_extra=_labels("Seller", "From", "Vendor", "Supplier"))
+    buyer: Party = Field(json_schema_extra=_labels("Buyer", "Bill To", "Customer", "Sold To"))
     currency: str = Field(description="ISO 4217 code, e.g. 'EUR'.", json_schema_extra=_labels("Currency"))
     line_items: list[LineItem]
     subtotal: float = Field(json_schema_extra=_labels("Subtotal", "Net"))

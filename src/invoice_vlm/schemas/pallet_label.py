@@ -21,7 +21,10 @@ class PalletProduct(BaseModel):
 
     description: str = Field(
         description="Item number and name, e.g. '293847 - ROLL OF METAL WIRE'.",
-        json_schema_extra=_labels("Description", "Product", "Item", "Item Description"),
+        json_schema_extra={
+            **_labels("Description", "Product", "Item", "Item Description"),
+            "ocr_pattern": r"^\d+ - \S",  # OCR often loses the spaces around the dash
+        },
     )
     cases: str = Field(
         description="Cases of this product.", json_schema_extra=_labels("Cases", "Cs", "Case Qty")
@@ -81,7 +84,10 @@ class PalletLabel(BaseModel):
     )
     printed_date: str = Field(
         description="When the label was printed (mm/dd/yyyy hh:mm).",
-        json_schema_extra=_labels("Printed Date", "Printed", "Print Date", "Printed On"),
+        json_schema_extra={
+            **_labels("Printed Date", "Printed", "Print Date", "Printed On"),
+            "ocr_pattern": r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$",
+        },
     )
     page_number: str = Field(
         description="Page, e.g. '1 of 2'.", json_schema_extra=_labels("Page Number", "Page")

@@ -1,0 +1,115 @@
+"""The offline OCR backend: RapidOCR's bundled ONNX models read the text, a schema-guided layout parser fills the schema.
+
+It needs no GPU, no network and no weights download (the ``rapidocr`` wheel carries its models), so it runs the main
+job on any laptop and is the baseline every fine-tuned model must beat. It is registered through the
+``invoice_vlm.backends`` entry point exactly as a third-party backend would be.
+
+Example:
+    >>> # ex = InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label")
+    >>> # ex.extract("label.jpg").to_dict()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.backends import Generation
+from invoice_vlm.backends.ocr.layout import Box, parse_layout, to_json_with_confidence
+from invoice_vlm.errors import BackendError, MissingDependencyError, ModelLoadError
+from invoice_vlm.schemas import SchemaSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["OCRBackend"]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "Global.log_level": "error",
+    "Global.use_cls": False,  # pages are upright or nearly so; the layout parser handles small rotations
+    "Rec.rec_batch_num": 12,
+}
+
+
+class OCRBackend:
+    """RapidOCR + layout parser. The OCR engine is loaded once per backend (so once per extractor).
+
+    Args:
+        engine: a ``rapidocr.RapidOCR`` instance.
+        schema: the schema to read; `InvoiceExtractor` binds it with `bind_schema`.
+    """
+
+    name = "ocr"
+
+    def __init__(self, engine: Any, schema: SchemaSpec | None = None) -> None:
+        self.engine = engine
+        self.schema = schema
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        *,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        params: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> OCRBackend:
+        """Load RapidOCR with its bundled models (``model`` is not needed; ``params`` tune RapidOCR).
+
+        Raises:
+            MissingDependencyError: ``rapidocr`` is not installed (``pip install 'invoice-vlm[ocr]'``).
+            ModelLoadError: a model, adapter or GPU was asked of a backend that has none.
+        """
+        if options:
+            raise TypeError(
+                f"OCRBackend.from_pretrained got unexpected option(s): {', '.join(sorted(options))}"
+            )
+        if adapter is not None:
+            raise ModelLoadError(
+                "The ocr backend takes no adapter; adapters belong to the paligemma backend."
+            )
+        if (
+            model is not None and not (Path(str(model)) / "invoice_vlm.json").is_file()
+        ):  # a saved ocr extractor is fine
+            raise ModelLoadError(
+                f"The ocr backend uses RapidOCR's bundled models and takes no model ({str(model)!r}); drop --model."
+            )
+        if device not in (None, "cpu"):
+            raise ModelLoadError(f"The ocr backend runs on the CPU; device={device!r} is not supported.")
+        try:
+            from rapidocr import RapidOCR
+        except ImportError:
+            raise MissingDependencyError("The OCR backend", "ocr", "rapidocr") from None
+        return cls(RapidOCR(params={**DEFAULT_PARAMS, **(params or {})}))
+
+    def bind_schema(self, schema: SchemaSpec) -> None:
+        """Tell the layout parser which schema to read (called by `InvoiceExtractor`)."""
+        self.schema = schema
+
+    def read(self, image: Image.Image) -> list[Box]:
+        """OCR one image into text boxes."""
+        import numpy as np
+
+        result = self.engine(np.asarray(image.convert("RGB")))
+        if result.boxes is None or result.txts is None:
+            return []
+        return [
+            Box(text=str(text), score=float(score), points=[(float(x), float(y)) for x, y in box])
+            for box, text, score in zip(result.boxes, result.txts, result.scores, strict=True)
+        ]
+
+    def generate(self, images: Sequence[Image.Image], prompt: str) -> list[Generation]:
+        """Read each image into the bound schema's JSON, with each value's OCR score as its confidence."""
+        if self.schema is None:
+            raise BackendError(
+                "The ocr backend has no schema; use it through InvoiceExtractor(..., schema=...).", "ocr"
+            )
+        outputs = []
+        for image in images:
+            data, confidence = parse_layout(self.read(image), self.schema)
+            text, scores = to_json_with_confidence(data, confidence)
+            outputs.append(Generation(text, tuple(scores)))
+        return outputs

@@ -1,0 +1,523 @@
+"""A schema-guided layout parser: OCR text boxes in, a document for the schema out. Pure Python.
+
+How it reads a page:
+
+1. **Deskew and rows.** The page's slope is the median slope of wide text boxes; every box is rotated back by it and
+   boxes are grouped into rows by their centres, so a photo taken at an angle reads like a scan.
+2. **Labels.** Each leaf field's labels (``json_schema_extra={"labels": [...]}`` or the humanised field name) are
+   matched to the start of a box's text, fuzzily (OCR drops letters: ``Shlpment ID``, ``Destinaton``), before a
+   colon when there is one.
+3. **Values.** The rest of the box after its label; else the next box to the right on the same row (key/value and
+   two-column layouts); else the box below the label (label above value). A value that ends with a comma goes on in
+   the box below it (wrapped addresses).
+4. **Sections.** A nested object (an invoice's ``seller``) is a block under its heading (``Seller``, ``Bill To``):
+   labelled lines go to their fields, unlabelled lines fill the remaining fields in order, the last taking the rest.
+5. **Tables.** A list of objects (``products``) is read from the rows under a header row that matches at least two of
+   the item fields' labels, up to a row holding another field's label or the end of the page; each cell goes to the
+   column whose header it lines up with.
+6. **Types.** Values are coerced to the schema's types (``"1,012.50"`` to ``1012.5`` for a number field); a field
+   whose ``json_schema_extra`` gives an ``ocr_pattern`` has its spacing around ``-`` repaired to match it.
+
+Every value remembers the OCR scores of the boxes it came from, which become the extraction's confidence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from invoice_vlm.metrics.fields import levenshtein
+from invoice_vlm.schemas import SchemaSpec
+
+__all__ = ["Box", "Value", "parse_layout", "to_json_with_confidence"]
+
+_NORM = re.compile(r"[^0-9a-z#]+")
+
+
+@dataclass
+class Box:
+    """One OCR text box: its text, recognition score and corner points (clockwise from top-left)."""
+
+    text: str
+    score: float
+    points: Sequence[tuple[float, float]]
+    x0: float = 0.0
+    y0: float = 0.0
+    x1: float = 0.0
+    y1: float = 0.0
+    used: bool = False
+
+    @property
+    def cx(self) -> float:
+        """Horizontal centre (deskewed)."""
+        return (self.x0 + self.x1) / 2
+
+    @property
+    def cy(self) -> float:
+        """Vertical centre (deskewed)."""
+        return (self.y0 + self.y1) / 2
+
+    @property
+    def height(self) -> float:
+        """Height (deskewed)."""
+        return self.y1 - self.y0
+
+
+@dataclass
+class Value:
+    """A value read off the page and the OCR scores of the boxes it came from."""
+
+    text: str
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        """The lowest score of its boxes."""
+        return min(self.scores) if self.scores else 0.0
+
+
+def _norm(text: str) -> str:
+    return _NORM.sub(" ", text.lower()).strip()
+
+
+def _similarity(a: str, b: str) -> float:
+    if not a or not b:
+        return 0.0
+    return 1.0 - levenshtein(a, b) / max(len(a), len(b))
+
+
+# --- geometry ---------------------------------------------------------------------------------------------------
+
+
+def _deskew(boxes: list[Box]) -> None:
+    slopes = []
+    for b in boxes:
+        (xa, ya), (xb, yb) = b.points[0], b.points[1]
+        width = math.hypot(xb - xa, yb - ya)
+        height = math.hypot(b.points[3][0] - xa, b.points[3][1] - ya)
+        if width > 3 * max(height, 1):
+            slopes.append(math.atan2(yb - ya, xb - xa))
+    angle = statistics.median(slopes) if slopes else 0.0
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    for b in boxes:
+        xs, ys = [], []
+        for x, y in b.points:
+            xs.append(x * cos - y * sin)
+            ys.append(x * sin + y * cos)
+        b.x0, b.x1, b.y0, b.y1 = min(xs), max(xs), min(ys), max(ys)
+
+
+def _rows(boxes: list[Box]) -> list[list[Box]]:
+    if not boxes:
+        return []
+    tolerance = 0.5 * statistics.median(b.height for b in boxes)
+    rows: list[list[Box]] = []
+    for b in sorted(boxes, key=lambda b: b.cy):
+        if rows and abs(b.cy - statistics.fmean(x.cy for x in rows[-1])) <= tolerance:
+            rows[-1].append(b)
+        else:
+            rows.append([b])
+    return [sorted(r, key=lambda b: b.x0) for r in rows]
+
+
+# --- schema view ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Field:
+    key: str
+    kind: str
+    labels: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    required: bool
+
+
+@dataclass
+class _Object:
+    fields: list[_Field]
+    sections: dict[str, tuple[tuple[str, ...], _Object]]  # nested objects: key -> (labels, object)
+    tables: dict[str, _Object]  # lists of objects: key -> item object
+
+
+def _unwrap(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if (
+        typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and len(args) == 1
+    ):
+        return args[0]
+    return annotation
+
+
+def _extra(info: Any) -> dict[str, Any]:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def _labels(key: str, info: Any) -> tuple[str, ...]:
+    given = _extra(info).get("labels")
+    words = list(given) if isinstance(given, list) else [key.replace("_", " ")]
+    return tuple(dict.fromkeys(_norm(w) for w in words if _norm(w)))
+
+
+def _view(model: type[BaseModel]) -> _Object:
+    obj = _Object([], {}, {})
+    for key, info in model.model_fields.items():
+        annotation = _unwrap(info.annotation)
+        origin = typing.get_origin(annotation)
+        if origin is list:
+            item = _unwrap(typing.get_args(annotation)[0])
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                obj.tables[key] = _view(item)
+                continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            obj.sections[key] = (_labels(key, info), _view(annotation))
+            continue
+        kind = "number" if annotation is float else "integer" if annotation is int else "string"
+        pattern = _extra(info).get("ocr_pattern")
+        obj.fields.append(
+            _Field(
+                key,
+                kind,
+                _labels(key, info),
+                re.compile(pattern) if isinstance(pattern, str) else None,
+                info.is_required(),
+            )
+        )
+    return obj
+
+
+# --- label matching ---------------------------------------------------------------------------------------------
+
+
+def _match_label(
+    text: str, candidates: Sequence[tuple[str, tuple[str, ...]]]
+) -> tuple[str, str, float] | None:
+    """(key, remaining text, rank) of the best label at the start of ``text``, or None.
+
+    The rank orders matches: closer spelling first, then a label followed by a colon, then a longer (more specific)
+    label, so ``Pallet Number: 4`` beats the title ``PALLET LABEL`` for ``pallet_number``.
+    """
+    best: tuple[float, int, str, str] | None = None
+    colon = text.find(":")
+    heads: list[tuple[str, str, int]] = []
+    if colon > 0:
+        heads.append((text[:colon], text[colon + 1 :], 99))
+    words = text.split()
+    for k in range(min(4, len(words)), 0, -1):
+        heads.append((" ".join(words[:k]), " ".join(words[k:]), k))
+    for head, rest, k in heads:
+        normalized = _norm(head)
+        if not normalized:
+            continue
+        for key, labels in candidates:
+            for label in labels:
+                sim = _similarity(normalized, label)
+                threshold = 1.0 if len(label) <= 3 else 0.75
+                rank = round(sim, 2) + (0.05 if k == 99 else 0.0) + 0.001 * len(label)
+                if sim >= threshold and (best is None or (rank, k) > (best[0], best[1])):
+                    best = (rank, k, key, rest)
+    if best is None:
+        return None
+    return best[2], best[3].strip().lstrip(":").strip(), best[0]
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+
+
+class _Page:
+    def __init__(self, boxes: list[Box]) -> None:
+        _deskew(boxes)
+        self.rows = _rows(boxes)
+        self.line_height = statistics.median(b.height for b in boxes) if boxes else 10.0
+
+    def row_of(self, box: Box) -> int:
+        return next(i for i, row in enumerate(self.rows) if box in row)
+
+    def right_of(self, box: Box) -> Box | None:
+        row = self.rows[self.row_of(box)]
+        later = [b for b in row if b is not box and b.x0 >= box.x0 + 0.6 * (box.x1 - box.x0) and not b.used]
+        return later[0] if later else None
+
+    def below(self, box: Box, align: str = "left") -> Box | None:
+        index = self.row_of(box)
+        for row in self.rows[index + 1 : index + 3]:
+            if row[0].cy - box.cy > 3.2 * self.line_height:
+                return None
+            for b in row:
+                if b.used:
+                    continue
+                if align == "left" and abs(b.x0 - box.x0) <= max(20.0, 0.8 * self.line_height):
+                    return b
+                if align == "inside" and box.x0 - 30 <= b.x0 <= box.x1 + 30:
+                    return b
+        return None
+
+
+def _continue(page: _Page, box: Box, value: Value, labelled: set[int]) -> None:
+    """Append the following lines of a value that ends with a comma (wrapped text)."""
+    current = box
+    while value.text.rstrip().endswith(","):
+        index = page.row_of(current)
+        if index + 1 >= len(page.rows):
+            return
+        row = [b for b in page.rows[index + 1] if not b.used and id(b) not in labelled]
+        if not row or row[0].cy - current.cy > 2.2 * page.line_height:
+            return
+        nxt = min(row, key=lambda b: abs(b.x0 - current.x0))
+        if nxt.x0 < box.x0 - 40:
+            return
+        nxt.used = True
+        value.text = f"{value.text.rstrip()} {nxt.text.strip()}"
+        value.scores.append(nxt.score)
+        current = nxt
+
+
+def _coerce(f: _Field, value: Value) -> Any:
+    text = " ".join(value.text.split())
+    if f.kind in ("number", "integer"):
+        cleaned = re.sub(r"[^\d.,\-]", "", text).replace(",", "")
+        try:
+            number = float(cleaned)
+        except ValueError:
+            return text
+        return int(number) if f.kind == "integer" and number.is_integer() else number
+    if f.pattern is not None and not f.pattern.match(text):
+        for variant in _spacing_variants(text):
+            if f.pattern.match(variant):
+                return variant
+    return text
+
+
+def _spacing_variants(text: str) -> list[str]:
+    """The text with its dashes respaced, or with one space added or removed: OCR's usual spacing slips."""
+    variants = [re.sub(r"\s*-\s*", " - ", text), re.sub(r"\s*-\s*", "-", text)]
+    variants += [text[:i] + " " + text[i:] for i in range(1, len(text))]
+    variants += [text[:i] + text[i + 1 :] for i, ch in enumerate(text) if ch == " "]
+    return variants
+
+
+def _read_fields(
+    page: _Page, boxes: list[Box], obj: _Object, out: dict[str, Any], conf: dict[str, float], prefix: str
+) -> None:
+    candidates = [(f.key, f.labels) for f in obj.fields]
+    by_key = {f.key: f for f in obj.fields}
+    matches: list[tuple[Box, str, str, float]] = []
+    for box in boxes:
+        if box.used:
+            continue
+        found = _match_label(box.text, candidates)
+        if found:
+            matches.append((box, *found))
+    labelled = {id(b) for b, *_ in matches}
+    per_key: dict[str, list[tuple[Box, str, float]]] = {}
+    for box, key, rest, rank in matches:
+        per_key.setdefault(key, []).append((box, rest, rank))
+    values: list[tuple[str, Box, Value]] = []
+    for key, options in per_key.items():
+        # Best label first; a title that only looks like a label has no value, so the next one is tried.
+        for label_box, rest, _rank in sorted(options, key=lambda o: -o[2]):
+            if label_box.used:
+                continue
+            value_box, value = _value_for(page, label_box, rest, labelled)
+            if value is not None:
+                label_box.used = value_box.used = True
+                values.append((key, value_box, value))
+                break
+    for key, value_box, value in sorted(values, key=lambda kv: (kv[1].cy, kv[1].x0)):
+        _continue(page, value_box, value, labelled)
+        out[key] = _coerce(by_key[key], value)
+        conf[f"{prefix}{key}"] = value.confidence
+
+
+def _value_for(page: _Page, box: Box, rest: str, labelled: set[int]) -> tuple[Box, Value | None]:
+    """The value of the label in ``box``: after it in the box, to its right, or below it."""
+    if rest:
+        return box, Value(rest, [box.score])
+    for neighbour in (page.right_of(box), page.below(box)):
+        if neighbour is not None and id(neighbour) not in labelled and not neighbour.used:
+            return neighbour, Value(neighbour.text, [neighbour.score])
+    return box, None
+
+
+def _read_sections(
+    page: _Page, obj: _Object, out: dict[str, Any], conf: dict[str, float], prefix: str
+) -> None:
+    outer = [(f.key, f.labels) for f in obj.fields] + [(k, labels) for k, (labels, _) in obj.sections.items()]
+    for key, (labels, section) in obj.sections.items():
+        heading = None
+        for row in page.rows:
+            for box in row:
+                if not box.used and any(_similarity(_norm(box.text), label) >= 0.8 for label in labels):
+                    heading = box
+                    break
+            if heading:
+                break
+        if heading is None:
+            continue
+        heading.used = True
+        lines: list[Box] = []
+        current: Box | None = heading
+        while current is not None:
+            nxt = page.below(current, align="left")
+            if nxt is None or nxt.cy - current.cy > 2.2 * page.line_height:
+                break
+            own = _match_label(nxt.text, [(f.key, f.labels) for f in section.fields])
+            if own is None and _match_label(nxt.text, outer) is not None:
+                break  # the next field or section of the page, not a line of this block
+            lines.append(nxt)
+            nxt.used = True
+            current = nxt
+        sub: dict[str, Any] = {}
+        for line in lines:
+            line.used = False
+        _read_fields(page, lines, section, sub, conf, f"{prefix}{key}.")
+        rest = [b for b in lines if not b.used]
+        groups: list[list[Box]] = []
+        for b in rest:  # a line ending with a comma goes on in the next line
+            if groups and groups[-1][-1].text.rstrip().endswith(","):
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        free = [f for f in section.fields if f.key not in sub and f.required]
+        for i, f in enumerate(free):
+            if not groups:
+                break
+            taken = [b for g in groups for b in g] if i == len(free) - 1 else groups[0]
+            groups = [] if i == len(free) - 1 else groups[1:]
+            for b in taken:
+                b.used = True
+            value = Value(" ".join(b.text.strip() for b in taken), [b.score for b in taken])
+            sub[f.key] = _coerce(f, value)
+            conf[f"{prefix}{key}.{f.key}"] = value.confidence
+        for b in rest:
+            b.used = True
+        for f in section.fields:
+            if f.key not in sub and not f.required:
+                sub[f.key] = None
+        out[key] = sub
+
+
+def _read_tables(
+    page: _Page,
+    obj: _Object,
+    stop_labels: list[tuple[str, ...]],
+    out: dict[str, Any],
+    conf: dict[str, float],
+    prefix: str,
+) -> None:
+    for key, item in obj.tables.items():
+        header_index, columns = None, []
+        for i, row in enumerate(page.rows):
+            cols = []
+            for box in row:
+                found = _match_label(box.text, [(f.key, f.labels) for f in item.fields])
+                if found and not found[1]:
+                    cols.append((found[0], box))
+            if len({c for c, _ in cols}) >= 2:
+                header_index, columns = i, cols
+                break
+        if header_index is None:
+            continue
+        for _, box in columns:
+            box.used = True
+        fields = {f.key: f for f in item.fields}
+        rows_out: list[dict[str, Any]] = []
+        for row in page.rows[header_index + 1 :]:
+            free = [b for b in row if not b.used]
+            if not free:
+                continue
+            if any(_match_label(b.text, [("stop", labels) for labels in stop_labels]) for b in free):
+                break
+            cells: dict[str, list[Box]] = {}
+            for box in free:
+                column = min(
+                    columns,
+                    key=lambda c: min(abs(box.x0 - c[1].x0), abs(box.x1 - c[1].x1), abs(box.cx - c[1].cx)),
+                )[0]
+                cells.setdefault(column, []).append(box)
+            if len(cells) < 2:
+                break  # a lone line under the table is not a row of it
+            record: dict[str, Any] = {}
+            index = len(rows_out)
+            for column, cell in cells.items():
+                for b in cell:
+                    b.used = True
+                value = Value(" ".join(b.text.strip() for b in cell), [b.score for b in cell])
+                record[column] = _coerce(fields[column], value)
+                conf[f"{prefix}{key}[{index}].{column}"] = value.confidence
+            rows_out.append(record)
+        out[key] = rows_out
+
+
+def parse_layout(boxes: list[Box], spec: SchemaSpec) -> tuple[dict[str, Any], dict[str, float]]:
+    """Read a document for ``spec`` from OCR boxes; returns the data and per-field confidence."""
+    obj = _view(spec.model)
+    page = _Page(boxes)
+    out: dict[str, Any] = {}
+    conf: dict[str, float] = {}
+    stop_labels = [f.labels for f in obj.fields]
+    _read_tables(page, obj, stop_labels, out, conf, "")
+    _read_sections(page, obj, out, conf, "")
+    _read_fields(page, [b for row in page.rows for b in row], obj, out, conf, "")
+    for f in obj.fields:
+        if f.key not in out and not f.required:
+            out[f.key] = None
+    return _in_schema_order(out, spec.model), conf
+
+
+def _in_schema_order(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """Keys in the schema's order at every level, so the JSON text reads like a training target."""
+    ordered: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        if key not in data:
+            continue
+        value, annotation = data[key], _unwrap(info.annotation)
+        if typing.get_origin(annotation) is list and isinstance(value, list):
+            item = _unwrap(typing.get_args(annotation)[0])
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                value = [_in_schema_order(v, item) if isinstance(v, dict) else v for v in value]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+            value = _in_schema_order(value, annotation)
+        ordered[key] = value
+    return ordered
+
+
+def to_json_with_confidence(
+    data: Any, confidence: dict[str, float], path: str = ""
+) -> tuple[str, list[float]]:
+    """Serialize like ``json.dumps`` and give every character a score: a value's OCR score, 1.0 for the syntax."""
+    import json
+
+    if isinstance(data, dict):
+        parts, scores = ["{"], [1.0]
+        for i, (key, value) in enumerate(data.items()):
+            head = (", " if i else "") + json.dumps(key, ensure_ascii=False) + ": "
+            parts.append(head)
+            scores.extend([1.0] * len(head))
+            text, s = to_json_with_confidence(value, confidence, f"{path}.{key}" if path else key)
+            parts.append(text)
+            scores.extend(s)
+        parts.append("}")
+        scores.append(1.0)
+        return "".join(parts), scores
+    if isinstance(data, list):
+        parts, scores = ["["], [1.0]
+        for i, value in enumerate(data):
+            if i:
+                parts.append(", ")
+                scores.extend([1.0, 1.0])
+            text, s = to_json_with_confidence(value, confidence, f"{path}[{i}]")
+            parts.append(text)
+            scores.extend(s)
+        parts.append("]")
+        scores.append(1.0)
+        return "".join(parts), scores
+    text = json.dumps(data, ensure_ascii=False)
+    return text, [confidence.get(path, 1.0)] * len(text)
