@@ -224,15 +224,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _read_jsonl(path: Path) -> list[Any]:
     rows: list[Any] = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        for line in handle:
             if not line.strip():
                 continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 rows.append(line.rstrip("\n"))  # a line of raw model text
-                if path.suffix != ".jsonl" and number == 1:
-                    raise CLIError(f"{path} is not JSON lines") from None
     if not rows:
         raise CLIError(f"{path} holds no lines")
     return rows

@@ -25,7 +25,7 @@ from invoice_vlm.metrics import (
     ter,
     validity_rates,
 )
-from invoice_vlm.parsing import find_json_object
+from invoice_vlm.parsing import find_json_object, parse_output
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 if TYPE_CHECKING:
@@ -210,8 +210,6 @@ def score(
         "ter": ter_result["score"],
     }
     failures = [dict(err, source=names[err["document"]]) for err in fields["errors"]]
-    from invoice_vlm.parsing import parse_output
-
     documents = []
     for i, (text, target) in enumerate(zip(raw_texts, targets, strict=True)):
         parsed = parse_output(text, spec)
@@ -261,10 +259,8 @@ def evaluate(
         >>> # report = invoice_vlm.evaluate(ex, "data/pallets", split="test")
         >>> # report.metrics["field_accuracy"], report.save("eval/")
     """
-    from pathlib import Path as _Path
-
     source_name = None
-    if isinstance(dataset, (str, _Path)):
+    if isinstance(dataset, (str, Path)):
         from invoice_vlm.data import load
 
         source_name = str(dataset)
@@ -288,7 +284,7 @@ def evaluate(
     images = list(dataset["image"])
     targets = list(dataset["target"])
     sources = [getattr(img, "filename", None) or f"{split}[{i}]" for i, img in enumerate(images)]
-    sources = [_Path(s).name if s and not s.startswith(f"{split}[") else s for s in sources]
+    sources = [Path(s).name if s and not s.startswith(f"{split}[") else s for s in sources]
     results = extractor.extract_batch(images, batch_size=batch_size, progress=progress)
     info = {
         "backend": extractor.backend_name,

@@ -40,7 +40,7 @@ _WORDS = (
 ).split()
 
 
-def _sample_value(kind: str, rng: random.Random, path: str) -> Any:
+def _sample_value(kind: str, rng: random.Random) -> Any:
     if kind == "integer":
         return rng.randint(0, 500)
     if kind == "number":
@@ -72,11 +72,11 @@ def _sample_document(spec: SchemaSpec, rng: random.Random) -> dict[str, Any]:
                 target = target.setdefault(part, {})
             items = target.setdefault(list_parts[-1], [{} for _ in range(rng.randint(1, 3))])
             for item in items:
-                item[parts[-1]] = _sample_value(leaf.kind, rng, leaf.path)
+                item[parts[-1]] = _sample_value(leaf.kind, rng)
             continue
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = _sample_value(leaf.kind, rng, leaf.path)
+        target[parts[-1]] = _sample_value(leaf.kind, rng)
     return doc
 
 

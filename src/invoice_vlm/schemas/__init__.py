@@ -34,6 +34,7 @@ __all__ = [
     "register_schema",
     "resolve_schema",
     "schemas",
+    "unwrap_optional",
 ]
 
 M = TypeVar("M", bound=type[BaseModel])
@@ -131,7 +132,8 @@ class SchemaSpec:
         }
 
 
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; any other annotation -> ``(annotation, False)``."""
     origin = typing.get_origin(annotation)
     if origin is Union or origin is types.UnionType:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -163,10 +165,10 @@ def _leaves(model: type[BaseModel], prefix: str, in_list: str | None) -> list[Le
     for name, info in model.model_fields.items():
         key = info.alias or name
         path = f"{prefix}{key}"
-        annotation, optional = _unwrap_optional(info.annotation)
+        annotation, optional = unwrap_optional(info.annotation)
         origin = typing.get_origin(annotation)
         if origin in (list, tuple) and typing.get_args(annotation):
-            item, _ = _unwrap_optional(typing.get_args(annotation)[0])
+            item, _ = unwrap_optional(typing.get_args(annotation)[0])
             if isinstance(item, type) and issubclass(item, BaseModel):
                 out.extend(_leaves(item, f"{path}.", path))
                 continue

@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from invoice_vlm.metrics.fields import levenshtein
-from invoice_vlm.schemas import SchemaSpec
+from invoice_vlm.schemas import SchemaSpec, unwrap_optional
 
 __all__ = ["Box", "Value", "parse_layout", "to_json_with_confidence"]
 
@@ -147,13 +147,8 @@ class _Object:
 
 
 def _unwrap(annotation: Any) -> Any:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if (
-        typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None))
-        and len(args) == 1
-    ):
-        return args[0]
-    return annotation
+    """``X | None`` -> ``X``."""
+    return unwrap_optional(annotation)[0]
 
 
 def _extra(info: Any) -> dict[str, Any]:
