@@ -292,3 +292,8 @@ def test_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
     assert summary["global_step"] == 2  # 4 documents, 2 per process: one step per epoch
     assert (out / "adapter_model.safetensors").is_file() and (out / CONFIG_NAME).is_file()
     assert InvoiceExtractor.from_pretrained(out).prompt == PROMPT
+
+
+def test_gradient_checkpointing_trains(tiny_model, four_documents, tmp_path):
+    result = finetune(config(tiny_model, four_documents, tmp_path / "gc", gradient_checkpointing=True))
+    assert result.metrics["global_step"] == 1 and (tmp_path / "gc" / "adapter_model.safetensors").is_file()

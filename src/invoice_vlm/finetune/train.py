@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -258,7 +259,6 @@ def _sft_config(config: FinetuneConfig, has_eval: bool, device: str, dtype: Any)
         "warmup_steps": config.warmup_ratio,  # a float below 1 is a ratio of the total steps
         "weight_decay": config.weight_decay,
         "lr_scheduler_type": "linear",
-        "gradient_checkpointing": config.gradient_checkpointing,
         "logging_steps": config.logging_steps,
         "save_total_limit": config.save_total_limit,
         "seed": config.seed,
@@ -286,8 +286,15 @@ def _sft_config(config: FinetuneConfig, has_eval: bool, device: str, dtype: Any)
             kwargs["eval_steps"] = eval_steps
     else:
         kwargs["eval_strategy"] = "no"
+    # transformers 5 renamed gradient checkpointing to activation checkpointing; use whichever this release has.
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
+        else "gradient_checkpointing"
+    )
+    kwargs[checkpointing] = config.gradient_checkpointing
     if config.gradient_checkpointing:
-        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        kwargs[f"{checkpointing}_kwargs"] = {"use_reentrant": False}
     return SFTConfig(**kwargs)
 
 
