@@ -317,3 +317,33 @@ def test_output_text_follows_schema_order():
     data, _ = parse_layout(boxes, get_schema("invoice"))
     assert list(data["line_items"][0]) == ["description", "quantity", "unit_price", "amount"]
     assert list(data["seller"]) == ["name", "address", "tax_id"]
+
+
+def test_missed_value_is_read_again_from_the_strip():
+    boxes = [box("Total Layers:", 40, 20), box("Total Cases:", 40, 60), box("15", 200, 60)]
+    strips = []
+
+    def reader(corners):
+        strips.append(corners)
+        return ("3", 0.97)
+
+    data, confidence = parse_layout(boxes, get_schema("pallet_label"), read_region=reader)
+    assert data["total_layers"] == "3" and confidence["total_layers"] == 0.97 and data["total_cases"] == "15"
+    assert len(strips) == 1 and min(x for x, _ in strips[0]) >= 40 + 11 * len("Total Layers:")
+    data, _ = parse_layout(
+        [box("Total Layers:", 40, 20)], get_schema("pallet_label"), read_region=lambda c: None
+    )
+    assert "total_layers" not in data
+
+
+def test_titles_are_not_labels_and_run_together_labels_match():
+    boxes = [
+        box("PALLET", 40, 10, h=60),
+        box("P24812736099", 400, 10, h=50),
+        box("PALLETNUMBER", 40, 90),
+        box("4", 40, 120),
+        box("ROUTE", 300, 90),
+        box("V183-RZ-924", 300, 120),
+    ]
+    data, _ = parse_layout(boxes, get_schema("pallet_label"))
+    assert data["pallet_number"] == "4" and data["route"] == "V183-RZ-924"

@@ -42,9 +42,10 @@ class OCRBackend:
 
     name = "ocr"
 
-    def __init__(self, engine: Any, schema: SchemaSpec | None = None) -> None:
+    def __init__(self, engine: Any, schema: SchemaSpec | None = None, use_cls: bool = False) -> None:
         self.engine = engine
         self.schema = schema
+        self.use_cls = use_cls
 
     @classmethod
     def from_pretrained(
@@ -83,7 +84,8 @@ class OCRBackend:
             from rapidocr import RapidOCR
         except ImportError:
             raise MissingDependencyError("The OCR backend", "ocr", "rapidocr") from None
-        return cls(RapidOCR(params={**DEFAULT_PARAMS, **(params or {})}))
+        merged = {**DEFAULT_PARAMS, **(params or {})}
+        return cls(RapidOCR(params=merged), use_cls=bool(merged["Global.use_cls"]))
 
     def bind_schema(self, schema: SchemaSpec) -> None:
         """Tell the layout parser which schema to read (called by `InvoiceExtractor`)."""
@@ -93,13 +95,38 @@ class OCRBackend:
         """OCR one image into text boxes."""
         import numpy as np
 
-        result = self.engine(np.asarray(image.convert("RGB")))
+        # Steps are passed on every call: RapidOCR keeps the flags of the last call (a region read turns detection off).
+        result = self.engine(
+            np.asarray(image.convert("RGB")), use_det=True, use_cls=self.use_cls, use_rec=True
+        )
         if result.boxes is None or result.txts is None:
             return []
         return [
             Box(text=str(text), score=float(score), points=[(float(x), float(y)) for x, y in box])
             for box, text, score in zip(result.boxes, result.txts, result.scores, strict=True)
         ]
+
+    def _region_reader(self, image: Image.Image) -> Any:
+        import numpy as np
+
+        rgb = image.convert("RGB")
+
+        def read(corners: list[tuple[float, float]]) -> tuple[str, float] | None:
+            xs, ys = [p[0] for p in corners], [p[1] for p in corners]
+            box = (
+                max(0, int(min(xs))),
+                max(0, int(min(ys))),
+                min(rgb.width, int(max(xs)) + 1),
+                min(rgb.height, int(max(ys)) + 1),
+            )
+            if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+                return None
+            result = self.engine(np.asarray(rgb.crop(box)), use_det=False, use_cls=False, use_rec=True)
+            if not result.txts or result.scores[0] < 0.6:
+                return None
+            return str(result.txts[0]), float(result.scores[0])
+
+        return read
 
     def generate(self, images: Sequence[Image.Image], prompt: str) -> list[Generation]:
         """Read each image into the bound schema's JSON, with each value's OCR score as its confidence."""
@@ -109,7 +136,7 @@ class OCRBackend:
             )
         outputs = []
         for image in images:
-            data, confidence = parse_layout(self.read(image), self.schema)
+            data, confidence = parse_layout(self.read(image), self.schema, self._region_reader(image))
             text, scores = to_json_with_confidence(data, confidence)
             outputs.append(Generation(text, tuple(scores)))
         return outputs

@@ -8,8 +8,9 @@ How it reads a page:
    matched to the start of a box's text, fuzzily (OCR drops letters: ``Shlpment ID``, ``Destinaton``), before a
    colon when there is one.
 3. **Values.** The rest of the box after its label; else the next box to the right on the same row (key/value and
-   two-column layouts); else the box below the label (label above value). A value that ends with a comma goes on in
-   the box below it (wrapped addresses).
+   two-column layouts); else the box below the label (label above value); else, for a ``Label:`` with nothing
+   found beside it, the strip to its right is read again on its own (detectors miss lone digits). A value that
+   ends with a comma goes on in the box below it (wrapped addresses).
 4. **Sections.** A nested object (an invoice's ``seller``) is a block under its heading (``Seller``, ``Bill To``):
    labelled lines go to their fields, unlabelled lines fill the remaining fields in order, the last taking the rest.
 5. **Tables.** A list of objects (``products``) is read from the rows under a header row that matches at least two of
@@ -27,7 +28,7 @@ import math
 import re
 import statistics
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from pydantic import BaseModel
 from invoice_vlm.metrics.fields import levenshtein
 from invoice_vlm.schemas import SchemaSpec, unwrap_optional
 
-__all__ = ["Box", "Value", "parse_layout", "to_json_with_confidence"]
+__all__ = ["Box", "RegionReader", "Value", "parse_layout", "to_json_with_confidence"]
 
 _NORM = re.compile(r"[^0-9a-z#]+")
 
@@ -88,15 +89,18 @@ def _norm(text: str) -> str:
 
 
 def _similarity(a: str, b: str) -> float:
+    """1 - edit distance / length, also compared without spaces (OCR runs words together: ``PALLETNUMBER``)."""
     if not a or not b:
         return 0.0
-    return 1.0 - levenshtein(a, b) / max(len(a), len(b))
+    plain = 1.0 - levenshtein(a, b) / max(len(a), len(b))
+    a2, b2 = a.replace(" ", ""), b.replace(" ", "")
+    return max(plain, 1.0 - levenshtein(a2, b2) / max(len(a2), len(b2), 1))
 
 
 # --- geometry ---------------------------------------------------------------------------------------------------
 
 
-def _deskew(boxes: list[Box]) -> None:
+def _deskew(boxes: list[Box]) -> float:
     slopes = []
     for b in boxes:
         (xa, ya), (xb, yb) = b.points[0], b.points[1]
@@ -112,6 +116,7 @@ def _deskew(boxes: list[Box]) -> None:
             xs.append(x * cos - y * sin)
             ys.append(x * sin + y * cos)
         b.x0, b.x1, b.y0, b.y1 = min(xs), max(xs), min(ys), max(ys)
+    return angle
 
 
 def _rows(boxes: list[Box]) -> list[list[Box]]:
@@ -226,11 +231,33 @@ def _match_label(
 # --- reading ----------------------------------------------------------------------------------------------------
 
 
+RegionReader = Callable[[list[tuple[float, float]]], "tuple[str, float] | None"]
+"""Reads the text inside a quadrilateral of the original image: ``(text, score)`` or ``None``."""
+
+
 class _Page:
-    def __init__(self, boxes: list[Box]) -> None:
-        _deskew(boxes)
+    def __init__(self, boxes: list[Box], read_region: RegionReader | None = None) -> None:
+        self.angle = _deskew(boxes)
         self.rows = _rows(boxes)
         self.line_height = statistics.median(b.height for b in boxes) if boxes else 10.0
+        self.read_region = read_region
+
+    def read_right_of(self, box: Box) -> Value | None:
+        """Read the strip right of a label that the detector found nothing in (a lone digit is easy to miss)."""
+        if self.read_region is None:
+            return None
+        row = self.rows[self.row_of(box)]
+        limit = min((b.x0 for b in row if b.x0 > box.x1), default=box.x1 + 12 * self.line_height)
+        x0, x1 = box.x1 + 2, min(limit - 2, box.x1 + 12 * self.line_height)
+        if x1 - x0 < self.line_height:
+            return None
+        pad = 0.25 * box.height
+        corners = [(x0, box.y0 - pad), (x1, box.y0 - pad), (x1, box.y1 + pad), (x0, box.y1 + pad)]
+        cos, sin = math.cos(self.angle), math.sin(self.angle)
+        found = self.read_region([(x * cos - y * sin, x * sin + y * cos) for x, y in corners])
+        if found is None or not found[0].strip() or not any(c.isalnum() for c in found[0]):
+            return None
+        return Value(found[0].strip(), [found[1]])
 
     def row_of(self, box: Box) -> int:
         return next(i for i, row in enumerate(self.rows) if box in row)
@@ -305,8 +332,8 @@ def _read_fields(
     by_key = {f.key: f for f in obj.fields}
     matches: list[tuple[Box, str, str, float]] = []
     for box in boxes:
-        if box.used:
-            continue
+        if box.used or box.height > 1.5 * page.line_height:
+            continue  # a title in a larger font ("PALLET") is not a label
         found = _match_label(box.text, candidates)
         if found:
             matches.append((box, *found))
@@ -338,6 +365,8 @@ def _value_for(page: _Page, box: Box, rest: str, labelled: set[int]) -> tuple[Bo
     for neighbour in (page.right_of(box), page.below(box)):
         if neighbour is not None and id(neighbour) not in labelled and not neighbour.used:
             return neighbour, Value(neighbour.text, [neighbour.score])
+    if box.text.rstrip().endswith(":"):  # "Total Layers:" promises a value on its right
+        return box, page.read_right_of(box)
     return box, None
 
 
@@ -451,10 +480,15 @@ def _read_tables(
         out[key] = rows_out
 
 
-def parse_layout(boxes: list[Box], spec: SchemaSpec) -> tuple[dict[str, Any], dict[str, float]]:
-    """Read a document for ``spec`` from OCR boxes; returns the data and per-field confidence."""
+def parse_layout(
+    boxes: list[Box], spec: SchemaSpec, read_region: RegionReader | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Read a document for ``spec`` from OCR boxes; returns the data and per-field confidence.
+
+    ``read_region``, when given, re-reads the strip right of a ``Label:`` whose value the detector missed.
+    """
     obj = _view(spec.model)
-    page = _Page(boxes)
+    page = _Page(boxes, read_region)
     out: dict[str, Any] = {}
     conf: dict[str, float] = {}
     stop_labels = [f.labels for f in obj.fields]
