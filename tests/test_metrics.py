@@ -180,6 +180,7 @@ def test_normalisation_whitespace_and_numbers():
 def test_character_error_rate_and_validity():
     assert character_error_rate([{"id": "P1234"}], [{"id": "P1284"}]) == pytest.approx(0.2)
     assert character_error_rate([{"id": "P1284"}], [{"id": "P1284"}]) == 0.0
+    assert field_accuracy([{"id": "P1234"}], [{"id": "P1284"}])["character_error_rate"] == pytest.approx(0.2)
     texts = [json.dumps(PALLET), '{"route": 1}', "no json", "```json\n" + json.dumps(PALLET) + "\n```"]
     assert validity_rates(texts, "pallet_label") == {"json_valid_rate": 0.75, "schema_valid_rate": 0.5}
 

@@ -43,6 +43,7 @@ __all__ = [
     "RegistryError",
     "TrainingError",
     "UnknownNameError",
+    "require",
 ]
 
 
@@ -99,6 +100,17 @@ class MissingDependencyError(InvoiceVLMError, ImportError):
         super().__init__(
             f"{feature} needs extra packages ({package} is missing): pip install 'invoice-vlm[{extra}]'"
         )
+
+
+def require(feature: str, extra: str, *packages: str) -> None:
+    """Import ``packages`` or raise `MissingDependencyError` naming the first missing one and the extra to install."""
+    import importlib
+
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise MissingDependencyError(feature, extra, package) from None
 
 
 class DocumentError(InvoiceVLMError):

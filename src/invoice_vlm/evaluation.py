@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 from invoice_vlm.errors import InvoiceVLMWarning, MissingDependencyError
 from invoice_vlm.metrics import (
     bleu,
-    character_error_rate,
     field_accuracy,
     field_f1,
     ted_accuracy,
     ter,
-    validity_rates,
 )
 from invoice_vlm.parsing import find_json_object, parse_output
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
@@ -164,7 +162,8 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")[:80]
 
 
-def _parsed(text: str) -> dict[str, Any] | None:
+def _json_value(text: str) -> dict[str, Any] | None:
+    """The JSON object in an output that did not validate (its fields may still be mostly right), or None."""
     try:
         return find_json_object(text).value
     except ValueError:
@@ -193,9 +192,9 @@ def score(
         raise ValueError(f"{len(raw_texts)} outputs but {len(targets)} targets; they must pair up.")
     names = list(sources) if sources is not None else [None] * len(targets)
     references = [json.loads(t) for t in targets]
-    predictions = [_parsed(t) for t in raw_texts]
+    parsed = [parse_output(t, spec) for t in raw_texts]  # each output is parsed once, here
+    predictions = [p.to_dict() if p.valid else _json_value(t) for t, p in zip(raw_texts, parsed, strict=True)]
     fields = field_accuracy(predictions, references, schema=spec)
-    validity = validity_rates(raw_texts, spec)
     bleu_result = bleu(list(raw_texts), list(targets))
     ter_result = ter(list(raw_texts), list(targets))
     metrics = {
@@ -203,21 +202,20 @@ def score(
         "document_accuracy": fields["document_accuracy"],
         "ted_accuracy": ted_accuracy(predictions, references)["ted_accuracy"],
         "field_f1": field_f1(predictions, references)["f1"],
-        "json_valid_rate": validity["json_valid_rate"],
-        "schema_valid_rate": validity["schema_valid_rate"],
-        "character_error_rate": character_error_rate(predictions, references, schema=spec),
+        "json_valid_rate": sum(p is not None for p in predictions) / len(targets),
+        "schema_valid_rate": sum(p.valid for p in parsed) / len(targets),
+        "character_error_rate": fields["character_error_rate"],
         "bleu": bleu_result["bleu"],
         "ter": ter_result["score"],
     }
     failures = [dict(err, source=names[err["document"]]) for err in fields["errors"]]
     documents = []
-    for i, (text, target) in enumerate(zip(raw_texts, targets, strict=True)):
-        parsed = parse_output(text, spec)
+    for i, (text, target, result) in enumerate(zip(raw_texts, targets, parsed, strict=True)):
         documents.append(
             {
                 "source": names[i],
-                "valid": parsed.valid,
-                "errors": parsed.errors,
+                "valid": result.valid,
+                "errors": result.errors,
                 "prediction": text,
                 "target": target,
             }

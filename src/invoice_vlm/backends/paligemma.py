@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation
 from invoice_vlm.config import GenerationSettings, from_dict
-from invoice_vlm.errors import MissingDependencyError, ModelLoadError
+from invoice_vlm.errors import ModelLoadError, require
 
 if TYPE_CHECKING:
     import torch
@@ -38,14 +38,6 @@ def build_prompt(prompt: str) -> str:
     nothing else is added here; a training collator must use this same function.
     """
     return IMAGE_TOKEN + prompt
-
-
-def _require_transformers() -> None:
-    for package in ("torch", "transformers", "peft"):
-        try:
-            __import__(package)
-        except ImportError:
-            raise MissingDependencyError("The PaliGemma backend", "paligemma", package) from None
 
 
 def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None) -> tuple[str, torch.dtype]:
@@ -187,7 +179,7 @@ class PaliGemmaBackend:
             raise TypeError(
                 f"PaliGemmaBackend.from_pretrained got unexpected option(s): {', '.join(sorted(options))}"
             )
-        _require_transformers()
+        require("The PaliGemma backend", "paligemma", "torch", "transformers", "peft")
         if model is None and adapter is None:
             raise ModelLoadError(
                 "The paligemma backend needs a model: a base id such as 'google/paligemma-3b-pt-448', an adapter "

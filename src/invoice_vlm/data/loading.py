@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from invoice_vlm.errors import DatasetError, DatasetProblem, InvoiceVLMWarning, MissingDependencyError
+from invoice_vlm.errors import DatasetError, DatasetProblem, InvoiceVLMWarning, require
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 if TYPE_CHECKING:
@@ -39,13 +39,6 @@ class Record:
     target: str
     file: str
     line: int
-
-
-def _require_datasets() -> None:
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("Loading datasets", "data", "datasets") from None
 
 
 def _roboflow_files(root: Path) -> dict[str, tuple[Path, Path]]:
@@ -333,7 +326,7 @@ def load(
     Raises:
         DatasetError: bad rows (each named with file and line) when ``on_error="raise"``, or no dataset found.
     """
-    _require_datasets()
+    require("Loading datasets", "data", "datasets")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     spec = resolve_schema(schema)

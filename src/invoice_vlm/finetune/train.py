@@ -18,6 +18,7 @@ from invoice_vlm.errors import (
     InvoiceVLMWarning,
     MissingDependencyError,
     TrainingError,
+    require,
 )
 from invoice_vlm.finetune.collator import PaliGemmaCollator
 from invoice_vlm.finetune.config import FinetuneConfig
@@ -53,14 +54,6 @@ def lora_target_regex(names: list[str], vision: bool) -> str:
     """A PEFT ``target_modules`` regex for the projections named, in the language model (and vision tower)."""
     towers = "language_model|vision_tower" if vision else "language_model"
     return rf".*({towers}).*\.({'|'.join(sorted(set(names)))})"
-
-
-def _require_training_stack() -> None:
-    for package in ("torch", "transformers", "peft", "trl", "datasets"):
-        try:
-            __import__(package)
-        except ImportError:
-            raise MissingDependencyError("Fine-tuning", "train", package) from None
 
 
 def _splits(dataset: Any) -> tuple[Any, Any, Any]:
@@ -327,7 +320,7 @@ def finetune(
         >>> #                                  schema="pallet_label", output_dir="out/pallets"))
         >>> # InvoiceExtractor.from_pretrained(result.output_dir).extract("label.jpg")
     """
-    _require_training_stack()
+    require("Fine-tuning", "train", "torch", "transformers", "peft", "trl", "datasets")
     import transformers
 
     from invoice_vlm.data import load

@@ -26,6 +26,7 @@ from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 __all__ = [
     "FieldError",
+    "as_number",
     "assignment",
     "character_error_rate",
     "field_accuracy",
@@ -60,7 +61,8 @@ class FieldError:
         }
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A JSON number, or a string such as ``"1,012.50"``, as a float; ``None`` for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -77,7 +79,7 @@ def normalize_value(value: Any, numeric: bool = False) -> Any:
     if value is _MISSING or value is None:
         return None
     if numeric or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        number = _as_number(value)
+        number = as_number(value)
         if number is not None:
             return round(number, 6)
     if isinstance(value, str):
@@ -263,19 +265,14 @@ def field_accuracy(
         ``field_accuracy`` (micro over all reference leaves plus invented ones), ``document_accuracy`` (share of
         documents with every field right and nothing invented), ``per_field`` (path without indices, e.g.
         ``products.cases`` -> accuracy), counts ``num_documents``, ``num_fields``, ``correct``, ``wrong``,
-        ``missing``, ``invented``, and ``errors`` (one dict per field that was not right: document, field,
+        ``missing``, ``invented``, the values' ``character_error_rate``, and ``errors`` (one dict per field that was not right: document, field,
         kind, expected, got).
 
     Example:
         >>> field_accuracy([{"id": "P1", "n": "2"}], [{"id": "P7", "n": "2"}])["per_field"]
         {'id': 0.0, 'n': 1.0}
     """
-    numeric: set[str] = set()
-    if schema is not None:
-        numeric = {
-            leaf.path for leaf in resolve_schema(schema).leaf_fields if leaf.kind in ("number", "integer")
-        }
-    scorer = _Scorer(numeric)
+    scorer = _Scorer(_numeric_paths(schema))
     perfect = 0
     for doc, (pred, ref) in enumerate(_pair(predictions, references)):
         before = len(scorer.errors)
@@ -297,8 +294,15 @@ def field_accuracy(
         "wrong": kinds["wrong"],
         "missing": kinds["missing"],
         "invented": kinds["invented"],
+        "character_error_rate": scorer.char_edits / scorer.char_total if scorer.char_total else 0.0,
         "errors": [e.as_dict() for e in scorer.errors],
     }
+
+
+def _numeric_paths(schema: str | SchemaSpec | None) -> set[str]:
+    if schema is None:
+        return set()
+    return {leaf.path for leaf in resolve_schema(schema).leaf_fields if leaf.kind in ("number", "integer")}
 
 
 def character_error_rate(
@@ -306,21 +310,15 @@ def character_error_rate(
 ) -> float:
     """Character error rate over leaf values: edits to turn each value into the reference's / reference characters.
 
-    Values are paired as in `field_accuracy` (list items by best assignment); invented values add their length.
+    Values are paired as in `field_accuracy` (list items by best assignment), which reports the same number as
+    ``character_error_rate``; invented values add their length.
 
     Example:
         >>> character_error_rate([{"id": "P1234"}], [{"id": "P1284"}])
         0.2
     """
-    numeric: set[str] = set()
-    if schema is not None:
-        numeric = {
-            leaf.path for leaf in resolve_schema(schema).leaf_fields if leaf.kind in ("number", "integer")
-        }
-    scorer = _Scorer(numeric)
-    for doc, (pred, ref) in enumerate(_pair(predictions, references)):
-        scorer.compare(doc, pred if pred is not None else {}, ref, "", "")
-    return scorer.char_edits / scorer.char_total if scorer.char_total else 0.0
+    rate: float = field_accuracy(predictions, references, schema)["character_error_rate"]
+    return rate
 
 
 def validity_rates(raw_texts: Sequence[str], schema: str | SchemaSpec) -> dict[str, float]:

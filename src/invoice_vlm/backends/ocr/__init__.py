@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation
 from invoice_vlm.backends.ocr.layout import Box, parse_layout, to_json_with_confidence
+from invoice_vlm.config import ExtractorConfig
 from invoice_vlm.errors import BackendError, MissingDependencyError, ModelLoadError
 from invoice_vlm.schemas import SchemaSpec
 
@@ -72,9 +73,9 @@ class OCRBackend:
             raise ModelLoadError(
                 "The ocr backend takes no adapter; adapters belong to the paligemma backend."
             )
-        if (
-            model is not None and not (Path(str(model)) / "invoice_vlm.json").is_file()
-        ):  # a saved ocr extractor is fine
+        if model is not None and not ExtractorConfig.exists(
+            model
+        ):  # a directory saved from an ocr extractor is fine
             raise ModelLoadError(
                 f"The ocr backend uses RapidOCR's bundled models and takes no model ({str(model)!r}); drop --model."
             )

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from invoice_vlm.metrics.fields import levenshtein
+from invoice_vlm.metrics.fields import as_number, levenshtein
 from invoice_vlm.schemas import SchemaSpec, unwrap_optional
 
 __all__ = ["Box", "RegionReader", "Value", "parse_layout", "to_json_with_confidence"]
@@ -239,6 +239,7 @@ class _Page:
     def __init__(self, boxes: list[Box], read_region: RegionReader | None = None) -> None:
         self.angle = _deskew(boxes)
         self.rows = _rows(boxes)
+        self._row_of = {id(b): i for i, row in enumerate(self.rows) for b in row}
         self.line_height = statistics.median(b.height for b in boxes) if boxes else 10.0
         self.read_region = read_region
 
@@ -260,7 +261,8 @@ class _Page:
         return Value(found[0].strip(), [found[1]])
 
     def row_of(self, box: Box) -> int:
-        return next(i for i, row in enumerate(self.rows) if box in row)
+        """Index of the row holding ``box`` (by identity: two boxes may read the same)."""
+        return self._row_of[id(box)]
 
     def right_of(self, box: Box) -> Box | None:
         row = self.rows[self.row_of(box)]
@@ -304,10 +306,10 @@ def _continue(page: _Page, box: Box, value: Value, labelled: set[int]) -> None:
 def _coerce(f: _Field, value: Value) -> Any:
     text = " ".join(value.text.split())
     if f.kind in ("number", "integer"):
-        cleaned = re.sub(r"[^\d.,\-]", "", text).replace(",", "")
-        try:
-            number = float(cleaned)
-        except ValueError:
+        number = as_number(
+            re.sub(r"[^\d.,+\-]", "", text)
+        )  # drop currency signs; parse as the metrics compare
+        if number is None:
             return text
         return int(number) if f.kind == "integer" and number.is_integer() else number
     if f.pattern is not None and not f.pattern.match(text):
