@@ -48,7 +48,21 @@ def test_extract_with_tiny_model(capsys, tiny_model, tmp_path):
     assert code == 0, err
     records = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["source"] for r in records] == docs
-    assert all(set(r) == {"source", "valid", "data", "errors", "confidence", "raw_text"} for r in records)
+    assert all(
+        set(r)
+        == {
+            "source",
+            "valid",
+            "data",
+            "partial",
+            "errors",
+            "field_errors",
+            "confidence",
+            "printed",
+            "raw_text",
+        }
+        for r in records
+    )
     assert "3 document(s)" in err
     # stdout output and a missing document: results for the rest, exit 1, the reason on stderr.
     code, out, err = run(

@@ -67,14 +67,18 @@ def test_truncated_output_is_not_guessed():
 
 
 def test_schema_errors_name_fields_and_values():
-    bad = dict(PALLET, total_cases=15, extra_field="x")
+    bad = dict(PALLET, total_cases=True, extra_field="x")
     del bad["route"]
     r = parse_output(json.dumps(bad), get_schema("pallet_label"))
     assert not r.valid
     joined = "\n".join(r.errors)
     assert "route: Field required" in joined
-    assert "total_cases: Input should be a valid string (got 15)" in joined
+    assert "total_cases: Input should be a valid string (got True)" in joined
     assert "extra_field: Extra inputs are not permitted" in joined
+    # What was read is kept beside the errors, per field, so a reviewer sees which fields failed.
+    assert set(r.field_errors) == {"route", "total_cases", "extra_field"}
+    assert r.partial is not None and r.partial["shipment_id"] == PALLET["shipment_id"]
+    assert r.to_dict() == {} and r.data is None
 
 
 def test_no_json_and_bad_json():

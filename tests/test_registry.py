@@ -60,7 +60,13 @@ def test_builtins_come_from_entry_points():
         "printed_date",
         "page_number",
     ]
-    assert all(leaf.kind == "string" for leaf in spec.leaf_fields)
+    assert all(
+        leaf.json_type == "string" for leaf in spec.leaf_fields
+    )  # every value a string, as the reference
+    assert (
+        spec.tree.leaf("total_cases").sum_of == "products.cases"
+        and spec.tree.leaf("products.cases").kind == "integer"
+    )
 
 
 def test_entry_point_discovery_with_third_party_plugin(monkeypatch, fresh_registries):
@@ -105,7 +111,7 @@ def test_register_decorator_and_duplicates(fresh_registries):
 
     spec = get_schema("receipt")
     assert spec.model is Receipt and spec.description == "till receipt"
-    assert spec.leaf_fields[0].kind == "number"
+    assert (spec.leaf_fields[0].kind, spec.leaf_fields[0].json_type) == ("decimal", "number")
     with pytest.raises(DuplicateNameError, match="'receipt' is already registered"):
         register_schema(Receipt, name="receipt", prompt="x")
     replaced = register_schema(Receipt, name="receipt", prompt="read the receipt", replace=True)

@@ -22,6 +22,12 @@ class Extraction:
         confidence: per leaf field path (``"products[0].cases"``) the backend's confidence in ``[0, 1]``;
             empty when the backend reports no scores.
         source: the file name (and page) or a description of the input it came from.
+        partial: when not valid, what was read all the same (the parsed, normalised but unvalidated object) so a
+            reviewer sees it; ``None`` when valid or when nothing could be parsed.
+        field_errors: when not valid, leaf path (``"products[2].cases"``, ``"total"``) -> why that field failed.
+            Errors that belong to no field (unparsable output) are only in ``errors``.
+        printed: leaf path -> the text as printed, for every value normalisation changed (``"05 Juillet 2015"``
+            beside ``"2015-07-05"``): nothing read is lost.
     """
 
     data: BaseModel | None
@@ -30,6 +36,9 @@ class Extraction:
     errors: list[str] = field(default_factory=list)
     confidence: dict[str, float] = field(default_factory=dict)
     source: str | None = None
+    partial: dict[str, Any] | None = None
+    field_errors: dict[str, str] = field(default_factory=dict)
+    printed: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The extracted JSON object, or ``{}`` when the result is not valid."""
@@ -43,8 +52,11 @@ class Extraction:
             "source": self.source,
             "valid": self.valid,
             "data": self.to_dict() if self.valid else None,
+            "partial": self.partial,
             "errors": list(self.errors),
+            "field_errors": dict(self.field_errors),
             "confidence": dict(self.confidence),
+            "printed": dict(self.printed),
             "raw_text": self.raw_text,
         }
 

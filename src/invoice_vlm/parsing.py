@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from json.decoder import scanstring  # type: ignore[attr-defined]  # public but missing from typeshed
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.schemas import SchemaSpec
 
-__all__ = ["ParsedJSON", "find_json_object", "parse_output"]
+__all__ = ["ParsedJSON", "check_sums", "find_json_object", "finish_document", "parse_output"]
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _WS = " \t\n\r"
@@ -206,14 +207,119 @@ def _confidence(
     return out
 
 
-def _format_validation_error(exc: ValidationError) -> list[str]:
-    messages = []
+def _field_path(loc: Sequence[int | str]) -> str:
+    """Turn pydantic's ``("products", 2, "cases")`` -> ``"products[2].cases"`` (the paths confidence uses)."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def _validation_errors(exc: ValidationError) -> dict[str, str]:
+    messages: dict[str, str] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        path = _field_path(err["loc"])
         got = err.get("input")
         got_text = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-        messages.append(f"{loc}: {err['msg']}{got_text}")
+        message = f"{err['msg']}{got_text}"
+        messages[path] = f"{messages[path]}; {message}" if path in messages else message
     return messages
+
+
+def check_sums(data: dict[str, Any], spec: SchemaSpec) -> dict[str, str]:
+    """Totals that disagree with the sum of their list column (``total_cases`` vs the products' cases).
+
+    Only checked when the total and every item's value are numbers; a mismatch is reported, never fixed, because
+    either side may be the misread one.
+
+    Example:
+        >>> from invoice_vlm import get_schema
+        >>> doc = {"products": [{"cases": "10"}, {"cases": "5"}], "total_cases": "16"}
+        >>> check_sums(doc, get_schema("pallet_label"))
+        {'total_cases': 'is 16 but the products add up to 15 (cases: 10 + 5)'}
+    """
+    from invoice_vlm.normalize import normalize_amount
+
+    def number(value: Any) -> Decimal | None:
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, (int, float)):
+            return Decimal(str(value))
+        return normalize_amount(value)[0] if isinstance(value, str) else None
+
+    errors: dict[str, str] = {}
+    for leaf in spec.tree.fields:
+        if not leaf.sum_of or leaf.key not in data:
+            continue
+        table, column = leaf.sum_of.rsplit(".", 1)
+        items = data.get(table)
+        total = number(data[leaf.key])
+        if total is None or not isinstance(items, list) or not items:
+            continue
+        parts = [number(item.get(column)) if isinstance(item, dict) else None for item in items]
+        if any(p is None for p in parts):
+            continue
+        added = sum(p for p in parts if p is not None)
+        if abs(added - total) > Decimal("0.005"):
+            shown = " + ".join(str(item.get(column)) for item in items)
+            errors[leaf.key] = (
+                f"is {data[leaf.key]} but the {table} add up to {_plain(added)} ({column}: {shown})"
+            )
+    return errors
+
+
+def _plain(number: Decimal) -> str:
+    return format(number.normalize(), "f") if number == number.to_integral_value() else format(number, "f")
+
+
+def finish_document(
+    value: dict[str, Any],
+    schema: SchemaSpec,
+    *,
+    raw_text: str = "",
+    source: str | None = None,
+    confidence: dict[str, float] | None = None,
+    errors: Sequence[str] = (),
+) -> Extraction:
+    """Normalise a parsed document by field kind, check its totals, validate it: an `Extraction`, never raises.
+
+    Any backend's output ends here, so every backend returns canonical values (ISO dates, numbers, ISO 4217
+    currencies; see `invoice_vlm.normalize`) with the printed text kept in ``printed``.
+    """
+    from invoice_vlm.normalize import normalize_document
+
+    normalized = normalize_document(value, schema)
+    field_errors = dict(normalized.field_errors)
+    for path, message in check_sums(normalized.data, schema).items():
+        field_errors.setdefault(path, message)
+    data = None
+    try:
+        data = schema.validate_data(normalized.data)
+    except ValidationError as exc:
+        for path, message in _validation_errors(exc).items():
+            field_errors.setdefault(path, message)
+    problems = [*errors, *(f"{path}: {message}" for path, message in field_errors.items())]
+    if field_errors or errors:
+        return Extraction(
+            data=None,
+            raw_text=raw_text,
+            valid=False,
+            errors=[f"does not match schema {schema.name!r}: {m}" for m in problems],
+            confidence=confidence or {},
+            source=source,
+            partial=normalized.data,
+            field_errors=field_errors,
+            printed=normalized.printed,
+        )
+    return Extraction(
+        data=data,
+        raw_text=raw_text,
+        valid=True,
+        errors=[],
+        confidence=confidence or {},
+        source=source,
+        printed=normalized.printed,
+    )
 
 
 def parse_output(
@@ -234,23 +340,13 @@ def parse_output(
 
     Example:
         >>> from invoice_vlm import get_schema
-        >>> parse_output('{"a": 1}', get_schema("pallet_label")).valid
-        False
+        >>> result = parse_output('{"invoice_number": "F-7", "invoice_date": "05 Juillet 2015"}', get_schema("invoice"))
+        >>> result.valid, result.field_errors, result.partial["invoice_date"]
+        (False, {'total': 'Field required'}, '2015-07-05')
     """
     try:
         found = find_json_object(text)
     except ValueError as exc:
         return Extraction.failed(str(exc), source=source, raw_text=text)
     confidence = _confidence(found.spans, char_confidence, len(text))
-    try:
-        data = schema.validate_data(found.value)
-    except ValidationError as exc:
-        return Extraction(
-            data=None,
-            raw_text=text,
-            valid=False,
-            errors=[f"does not match schema {schema.name!r}: {m}" for m in _format_validation_error(exc)],
-            confidence=confidence,
-            source=source,
-        )
-    return Extraction(data=data, raw_text=text, valid=True, errors=[], confidence=confidence, source=source)
+    return finish_document(found.value, schema, raw_text=text, source=source, confidence=confidence)

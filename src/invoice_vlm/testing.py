@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation
-from invoice_vlm.schemas import SchemaSpec, list_schemas, resolve_schema
+from invoice_vlm.schemas import LeafField, SchemaSpec, list_schemas, resolve_schema
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,13 +40,19 @@ _WORDS = (
 ).split()
 
 
-def _sample_value(kind: str, rng: random.Random) -> Any:
-    if kind == "integer":
+def _sample_value(leaf: LeafField, rng: random.Random) -> Any:
+    if leaf.json_type == "integer":
         return rng.randint(0, 500)
-    if kind == "number":
+    if leaf.json_type == "number":
         return round(rng.uniform(0, 5000), 2)
-    if kind == "boolean":
+    if leaf.json_type == "boolean":
         return rng.random() < 0.5
+    if leaf.kind == "date":
+        return f"20{rng.randint(20, 30)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    if leaf.kind == "currency":
+        return rng.choice(["EUR", "USD", "GBP", "CHF"])
+    if leaf.kind == "integer":
+        return str(rng.randint(0, 500))
     style = rng.randrange(6)
     if style == 0:
         return str(rng.randint(0, 10 ** rng.randint(1, 12)))
@@ -72,11 +78,11 @@ def _sample_document(spec: SchemaSpec, rng: random.Random) -> dict[str, Any]:
                 target = target.setdefault(part, {})
             items = target.setdefault(list_parts[-1], [{} for _ in range(rng.randint(1, 3))])
             for item in items:
-                item[parts[-1]] = _sample_value(leaf.kind, rng)
+                item[parts[-1]] = _sample_value(leaf, rng)
             continue
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        target[parts[-1]] = _sample_value(leaf.kind, rng)
+        target[parts[-1]] = _sample_value(leaf, rng)
     return doc
 
 

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from invoice_vlm.metrics.fields import _pair, levenshtein
+from invoice_vlm._text import levenshtein
+from invoice_vlm.metrics.fields import pair_documents
 
 __all__ = ["Node", "field_f1", "flatten", "normalize", "ted_accuracy", "to_tree", "tree_edit_distance"]
 
@@ -175,7 +176,7 @@ def ted_accuracy(predictions: Sequence[Any], references: Sequence[Any]) -> dict[
         >>> round(ted_accuracy([{"a": "xy"}], [{"a": "xz"}])["ted_accuracy"], 4)  # 1 - 1 edit / 3 to build the ref
         0.6667
     """
-    scores = [_document_accuracy(pred or {}, ref) for pred, ref in _pair(predictions, references)]
+    scores = [_document_accuracy(pred or {}, ref) for pred, ref in pair_documents(predictions, references)]
     return {"ted_accuracy": sum(scores) / len(scores), "per_document": scores}
 
 
@@ -191,7 +192,7 @@ def field_f1(predictions: Sequence[Any], references: Sequence[Any]) -> dict[str,
         0.5
     """
     tp = fp = fn = 0
-    for pred, ref in _pair(predictions, references):
+    for pred, ref in pair_documents(predictions, references):
         pred_fields, ref_fields = flatten(normalize(pred or {})), flatten(normalize(ref))
         for item in pred_fields:
             if item in ref_fields:

@@ -3,7 +3,7 @@
 Normalisation before comparing (`normalize_value`): strings are stripped and runs of whitespace become one space;
 case and punctuation are kept (``P2481`` and ``p2481`` are different ids). Where the schema types a field as a number
 (or when both sides are JSON numbers) values compare as numbers, so ``12.5``, ``12.50`` and ``"1,012.50"`` vs
-``1012.5`` agree. ``None``, a missing key and an empty string are the same "no value".
+``1012.5`` agree; dates and currencies compare in their canonical form (`invoice_vlm.normalize`). ``None``, a missing key and an empty string are the same "no value".
 
 List items (products, line items) are matched to the reference's items by the assignment that maximizes the
 number of equal leaf fields (Hungarian algorithm), not by position: a missing first row costs that row only.
@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from invoice_vlm.schemas import SchemaSpec, resolve_schema
+from invoice_vlm._text import as_number, levenshtein
+from invoice_vlm.schemas import LeafField, SchemaSpec, resolve_schema
 
 __all__ = [
     "FieldError",
@@ -32,12 +33,12 @@ __all__ = [
     "field_accuracy",
     "levenshtein",
     "normalize_value",
+    "pair_documents",
     "validity_rates",
 ]
 
 _MISSING: Any = object()
 _WS = re.compile(r"\s+")
-_NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,6 @@ class FieldError:
         }
 
 
-def as_number(value: Any) -> float | None:
-    """A JSON number, or a string such as ``"1,012.50"``, as a float; ``None`` for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if text and _NUMBER.match(text) and any(c.isdigit() for c in text):
-            return float(text.replace(",", ""))
-    return None
-
-
 def normalize_value(value: Any, numeric: bool = False) -> Any:
     """The form two leaf values are compared in (see the module docstring)."""
     if value is _MISSING or value is None:
@@ -86,19 +74,6 @@ def normalize_value(value: Any, numeric: bool = False) -> Any:
         text = _WS.sub(" ", value).strip()
         return text or None
     return value
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance with unit insert, delete and substitute costs."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def assignment(score: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
@@ -145,8 +120,8 @@ def assignment(score: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
 
 
 class _Scorer:
-    def __init__(self, numeric_paths: set[str]) -> None:
-        self.numeric = numeric_paths
+    def __init__(self, leaves: dict[str, LeafField]) -> None:
+        self.leaves = leaves
         self.correct: dict[str, int] = defaultdict(int)
         self.total: dict[str, int] = defaultdict(int)
         self.errors: list[FieldError] = []
@@ -154,7 +129,10 @@ class _Scorer:
         self.char_total = 0
 
     def leaf(self, doc: int, path: str, shown: str, pred: Any, ref: Any) -> None:
-        numeric = path in self.numeric
+        leaf = self.leaves.get(path)
+        numeric = leaf is not None and leaf.numeric
+        if leaf is not None and leaf.kind in ("date", "currency"):
+            pred, ref = _canonical(pred, leaf), _canonical(ref, leaf)
         p, r = normalize_value(pred, numeric), normalize_value(ref, numeric)
         self.total[path] += 1
         ref_text = "" if r is None else str(r)
@@ -176,7 +154,7 @@ class _Scorer:
             self.errors.append(FieldError(doc, sub_shown, "invented", None, leaf_value))
 
     def match_score(self, pred: Any, ref: Any, path: str) -> float:
-        probe = _Scorer(self.numeric)
+        probe = _Scorer(self.leaves)
         probe.compare(0, pred, ref, path, path)
         return float(sum(probe.correct.values())) - 0.001 * probe.char_edits
 
@@ -233,7 +211,8 @@ def _as_document(value: Any) -> Any:
     return value
 
 
-def _pair(predictions: Sequence[Any], references: Sequence[Any]) -> list[tuple[Any, Any]]:
+def pair_documents(predictions: Sequence[Any], references: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """Predictions and references as (dict or ``None``, dict) pairs; raises ``ValueError`` when they do not pair up."""
     if len(predictions) != len(references):
         raise ValueError(
             f"{len(predictions)} predictions but {len(references)} references; they must pair up."
@@ -272,9 +251,9 @@ def field_accuracy(
         >>> field_accuracy([{"id": "P1", "n": "2"}], [{"id": "P7", "n": "2"}])["per_field"]
         {'id': 0.0, 'n': 1.0}
     """
-    scorer = _Scorer(_numeric_paths(schema))
+    scorer = _Scorer(_leaf_fields(schema))
     perfect = 0
-    for doc, (pred, ref) in enumerate(_pair(predictions, references)):
+    for doc, (pred, ref) in enumerate(pair_documents(predictions, references)):
         before = len(scorer.errors)
         scorer.compare(doc, pred if pred is not None else {}, ref, "", "")
         perfect += len(scorer.errors) == before
@@ -299,10 +278,20 @@ def field_accuracy(
     }
 
 
-def _numeric_paths(schema: str | SchemaSpec | None) -> set[str]:
+def _leaf_fields(schema: str | SchemaSpec | None) -> dict[str, LeafField]:
     if schema is None:
-        return set()
-    return {leaf.path for leaf in resolve_schema(schema).leaf_fields if leaf.kind in ("number", "integer")}
+        return {}
+    return {leaf.path: leaf for leaf in resolve_schema(schema).leaf_fields}
+
+
+def _canonical(value: Any, leaf: LeafField) -> Any:
+    """A date or currency as its canonical form (``"05/07/2015"`` and ``"2015-07-05"`` agree), else as given."""
+    if value is _MISSING or not isinstance(value, str):
+        return value
+    from invoice_vlm.normalize import normalize_value as normalize_kind
+
+    found = normalize_kind(value, leaf.kind, json_type=leaf.json_type)
+    return value if found.error else found.value
 
 
 def character_error_rate(

@@ -2,7 +2,6 @@
 
 Example:
     >>> from pydantic import BaseModel
-from pydantic.config import JsonDict
     >>> from invoice_vlm import register_schema, get_schema
     >>> @register_schema(name="parcel_tag", prompt="extract parcel tag in JSON format")
     ... class ParcelTag(BaseModel):
@@ -14,20 +13,27 @@ from pydantic.config import JsonDict
 from __future__ import annotations
 
 import json
-import types
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union, overload
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
-from pydantic.config import JsonDict
 
 from invoice_vlm.registry import SCHEMA_GROUP, Registry
+from invoice_vlm.schemas.fields import (
+    LeafField,
+    ObjectNode,
+    build_tree,
+    field_info,
+    field_labels,
+    unwrap_optional,
+)
 
 __all__ = [
     "LeafField",
+    "ObjectNode",
     "SchemaSpec",
+    "field_info",
     "field_labels",
     "get_schema",
     "list_schemas",
@@ -38,38 +44,6 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=type[BaseModel])
-
-LeafKind = Literal["string", "integer", "number", "boolean"]
-
-
-def field_labels(*words: str) -> JsonDict:
-    """``json_schema_extra`` naming the words that label a field on paper (used by layout parsers).
-
-    Example:
-        >>> from pydantic import Field
-        >>> shipment_id: str = Field(json_schema_extra=field_labels("Shipment ID", "Shipment #"))
-    """
-    return {"labels": list(words)}
-
-
-@dataclass(frozen=True)
-class LeafField:
-    """One leaf of a schema, named by its path (``"shipment_id"``, ``"products.cases"``).
-
-    Attributes:
-        path: dotted path; list items are not numbered (``products.cases`` is the cases of every product).
-        kind: the JSON type the schema gives the value, used to compare numbers as numbers.
-        labels: words that label this field on a printed document (from ``json_schema_extra={"labels": [...]}``,
-            else the humanised field name).
-        in_list: the path of the enclosing list field, if any (``"products"``).
-        required: whether the field must be present.
-    """
-
-    path: str
-    kind: LeafKind
-    labels: tuple[str, ...]
-    in_list: str | None = None
-    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +56,12 @@ class SchemaSpec:
         prompt: the text prompt after the image, exactly as the model was trained with it.
         description: one line for ``invoice-vlm schemas`` and the docs.
         version: bumped when the fields change, saved next to trained weights.
+        pages: how a multi-page file is read: ``"merge"`` (one document: first page's header fields, last page's
+            totals, list items in page order) or ``"each"`` (one document per page).
+        date_order: how an ambiguous numeric date such as ``03/04/2024`` is read (``"DMY"``, ``"MDY"``); ``None``
+            decides per document (see `invoice_vlm.normalize`).
+        extra_labels: more words per field path that label it on paper (a plugin can extend a built-in schema's
+            synonyms without redefining its model; see `with_labels`).
     """
 
     name: str
@@ -89,7 +69,10 @@ class SchemaSpec:
     prompt: str
     description: str = ""
     version: str = "1"
-    _leaves: tuple[LeafField, ...] = field(default=(), init=False, repr=False, compare=False)
+    pages: Literal["merge", "each"] = "each"
+    date_order: Literal["DMY", "MDY", "YMD"] | None = None
+    extra_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    _tree: ObjectNode | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.model, type) and issubclass(self.model, BaseModel)):
@@ -100,12 +83,41 @@ class SchemaSpec:
             raise ValueError(
                 f"Schema {self.name!r}: the prompt must not contain '<image>'; the backend adds the image tokens."
             )
-        object.__setattr__(self, "_leaves", tuple(_leaves(self.model, "", None)))
+        if self.pages not in ("merge", "each"):
+            raise ValueError(f"Schema {self.name!r}: pages must be 'merge' or 'each', got {self.pages!r}.")
+        tree = build_tree(self.model)
+        known = {leaf.path for leaf in tree.leaves} | _object_paths(tree)
+        unknown = sorted(set(self.extra_labels) - known)
+        if unknown:
+            raise ValueError(
+                f"Schema {self.name!r}: extra_labels name no field: {', '.join(unknown)}. "
+                f"Fields: {', '.join(sorted(known))}."
+            )
+        object.__setattr__(self, "_tree", _with_labels(tree, self.extra_labels))
+
+    @property
+    def tree(self) -> ObjectNode:
+        """The schema's field tree, built once (see `invoice_vlm.schemas.fields`)."""
+        assert self._tree is not None
+        return self._tree
 
     @property
     def leaf_fields(self) -> tuple[LeafField, ...]:
         """Every leaf field of the schema, in declaration order."""
-        return self._leaves
+        return self.tree.leaves
+
+    def with_labels(self, labels: Mapping[str, Sequence[str]]) -> SchemaSpec:
+        """A copy whose fields are also labelled by ``labels`` (path -> words), e.g. a plugin's language.
+
+        Example:
+            >>> spec = get_schema("pallet_label").with_labels({"shipment_id": ["Sendungsnummer"]})
+            >>> "Sendungsnummer" in spec.tree.leaf("shipment_id").labels
+            True
+        """
+        merged = {k: tuple(v) for k, v in self.extra_labels.items()}
+        for path, words in labels.items():
+            merged[path] = (*merged.get(path, ()), *words)
+        return replace(self, extra_labels=merged)
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON schema of the model (feeds prompts, docs and constrained decoding)."""
@@ -122,76 +134,40 @@ class SchemaSpec:
         return json.dumps(data, ensure_ascii=False)
 
     def describe(self) -> dict[str, Any]:
-        """Name, prompt, description, version and leaf field paths as plain data."""
+        """Name, prompt, description, version, page handling and leaf fields (path and kind) as plain data."""
         return {
             "name": self.name,
             "prompt": self.prompt,
             "description": self.description,
             "version": self.version,
-            "fields": [leaf.path for leaf in self._leaves],
+            "pages": self.pages,
+            "fields": [leaf.path for leaf in self.leaf_fields],
+            "kinds": {leaf.path: leaf.kind for leaf in self.leaf_fields},
         }
 
 
-def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; any other annotation -> ``(annotation, False)``."""
-    origin = typing.get_origin(annotation)
-    if origin is Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def _kind(annotation: Any) -> LeafKind:
-    if annotation is bool:
-        return "boolean"
-    if annotation is int:
-        return "integer"
-    if isinstance(annotation, type) and issubclass(annotation, float):
-        return "number"
-    from decimal import Decimal
-
-    if annotation is Decimal:
-        return "number"
-    return "string"
-
-
-def _humanise(name: str) -> str:
-    return name.replace("_", " ").strip().title()
-
-
-def _leaves(model: type[BaseModel], prefix: str, in_list: str | None) -> list[LeafField]:
-    out: list[LeafField] = []
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        path = f"{prefix}{key}"
-        annotation, optional = unwrap_optional(info.annotation)
-        origin = typing.get_origin(annotation)
-        if origin in (list, tuple) and typing.get_args(annotation):
-            item, _ = unwrap_optional(typing.get_args(annotation)[0])
-            if isinstance(item, type) and issubclass(item, BaseModel):
-                out.extend(_leaves(item, f"{path}.", path))
-                continue
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out.extend(_leaves(annotation, f"{path}.", in_list))
-            continue
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        labels_value = extra.get("labels")
-        labels = (
-            tuple(str(x) for x in labels_value)
-            if isinstance(labels_value, (list, tuple))
-            else (_humanise(key),)
-        )
-        out.append(
-            LeafField(
-                path=path,
-                kind=_kind(annotation),
-                labels=labels,
-                in_list=in_list,
-                required=info.is_required() and not optional,
-            )
-        )
+def _object_paths(node: ObjectNode) -> set[str]:
+    out = set()
+    for child in (*node.sections, *node.tables):
+        out.add(child.path)
+        out |= _object_paths(child)
     return out
+
+
+def _with_labels(node: ObjectNode, extra: Mapping[str, tuple[str, ...]]) -> ObjectNode:
+    if not extra:
+        return node
+
+    def more(path: str, labels: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*labels, *extra.get(path, ()))))
+
+    return replace(
+        node,
+        labels=more(node.path, node.labels) if node.path else node.labels,
+        fields=tuple(replace(f, labels=more(f.path, f.labels)) for f in node.fields),
+        sections=tuple(_with_labels(s, extra) for s in node.sections),
+        tables=tuple(_with_labels(t, extra) for t in node.tables),
+    )
 
 
 def _check_spec(name: str, obj: object) -> SchemaSpec:
@@ -243,7 +219,6 @@ def register_schema(
 
     Example:
             >>> from pydantic import BaseModel
-    from pydantic.config import JsonDict
             >>> class Receipt(BaseModel):
             ...     total: float
             >>> spec = register_schema(Receipt, name="receipt_demo", prompt="extract receipt in JSON format")

@@ -1,13 +1,20 @@
-"""The ``invoice`` schema: a general commercial invoice with parties, line items and totals."""
+"""The ``invoice`` schema: what every invoice carries (number, date, total) and what many also print.
+
+Version 2 requires only the number, the issue date and the total: receipts and one-line bills print no buyer, no
+line items, no subtotal and no tax, and a schema that demands them rejects real documents whose key values are
+right. Labels are given in English, French, German, Dutch, Spanish and Italian.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from invoice_vlm.schemas import SchemaSpec
-from invoice_vlm.schemas import field_labels as _labels
+from invoice_vlm.schemas.fields import field_info
 
 __all__ = ["INVOICE", "Invoice", "LineItem", "Party"]
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 class Party(BaseModel):
@@ -15,12 +22,40 @@ class Party(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Company or person name.", json_schema_extra=_labels("Name"))
-    address: str = Field(description="Postal address on one line.", json_schema_extra=_labels("Address"))
+    name: str = Field(
+        max_length=200,
+        description="Company or person name.",
+        json_schema_extra=field_info("Name", "Company", "Firma", "Société", "Naam", "Nombre", "Nome"),
+    )
+    address: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Postal address on one line.",
+        json_schema_extra=field_info("Address", "Adresse", "Anschrift", "Adres", "Dirección", "Indirizzo"),
+    )
     tax_id: str | None = Field(
         default=None,
+        max_length=40,
         description="VAT / tax id when printed.",
-        json_schema_extra=_labels("Tax ID", "VAT", "VAT ID"),
+        json_schema_extra=field_info(
+            "Tax ID",
+            "VAT",
+            "VAT ID",
+            "VAT No.",
+            "USt-IdNr.",
+            "USt-ID",
+            "Steuernummer",
+            "N° TVA",
+            "TVA",
+            "BTW-nummer",
+            "BTW nr",
+            "NIF",
+            "CIF",
+            "P.IVA",
+            "Partita IVA",
+            "GSTIN",
+            kind="code",
+        ),
     )
 
 
@@ -29,43 +64,133 @@ class LineItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field(json_schema_extra=_labels("Description", "Item", "Product"))
-    quantity: float = Field(json_schema_extra=_labels("Quantity", "Qty"))
-    unit_price: float = Field(json_schema_extra=_labels("Unit Price", "Price", "Rate"))
-    amount: float = Field(
-        description="quantity x unit_price", json_schema_extra=_labels("Amount", "Total", "Line Total")
+    description: str = Field(
+        max_length=300,
+        json_schema_extra=field_info(
+            "Description",
+            "Item",
+            "Product",
+            "Service",
+            "Désignation",
+            "Description",
+            "Beschreibung",
+            "Bezeichnung",
+            "Artikel",
+            "Leistung",
+            "Omschrijving",
+            "Descripción",
+            "Concepto",
+            "Descrizione",
+        ),
     )
+    quantity: float | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Quantity", "Qty", "Quantité", "Qté", "Menge", "Anzahl", "Aantal", "Cantidad", "Cant.", "Quantità",
+            "Qtà", kind="decimal",
+        ),
+    )  # fmt: skip
+    unit_price: float | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Unit Price", "Price", "Rate", "Prix unitaire", "Prix", "P.U.", "Einzelpreis", "Preis", "Stückpreis",
+            "Prijs", "Stukprijs", "Precio", "Precio unitario", "Prezzo", "Prezzo unitario", kind="decimal",
+        ),
+    )  # fmt: skip
+    amount: float = Field(
+        description="The line's amount as printed (usually quantity x unit_price).",
+        json_schema_extra=field_info(
+            "Amount", "Line Total", "Total", "Montant", "Betrag", "Gesamtpreis", "Bedrag", "Importe", "Importo",
+            kind="decimal",
+        ),
+    )  # fmt: skip
 
 
 class Invoice(BaseModel):
-    """A commercial invoice."""
+    """An invoice, a receipt or a bill."""
 
     model_config = ConfigDict(extra="forbid")
 
     invoice_number: str = Field(
-        json_schema_extra=_labels("Invoice Number", "Invoice No.", "Invoice #", "Invoice")
-    )
+        max_length=60,
+        json_schema_extra=field_info(
+            "Invoice Number", "Invoice No.", "Invoice #", "Invoice No", "Invoice ID", "Invoice", "Receipt No.",
+            "Receipt #", "Bill No.", "Booking ID", "Document No.", "Numéro de facture", "N° de facture",
+            "Facture N°", "Facture n°", "Rechnungsnummer", "Rechnungs-Nr.", "Rechnung Nr.", "Rechnung",
+            "Factuurnummer", "Factuurnr.", "Factuur nr", "Número de factura", "Factura N°", "Nº factura",
+            "Numero fattura", "Fattura n.", "Fattura N°", kind="code",
+        ),
+    )  # fmt: skip
     invoice_date: str = Field(
-        description="Issue date, ISO yyyy-mm-dd.", json_schema_extra=_labels("Invoice Date", "Date", "Issued")
-    )
+        pattern=_ISO_DATE,
+        description="Issue date, ISO yyyy-mm-dd.",
+        json_schema_extra=field_info(
+            "Invoice Date", "Date", "Issued", "Date of issue", "Issue Date", "Billing Date", "Date de facture",
+            "Date de facturation", "Rechnungsdatum", "Datum", "Factuurdatum", "Fecha", "Fecha de factura",
+            "Data", "Data fattura", kind="date",
+        ),
+    )  # fmt: skip
     due_date: str | None = Field(
         default=None,
+        pattern=_ISO_DATE,
         description="Payment due date, ISO yyyy-mm-dd.",
-        json_schema_extra=_labels("Due Date", "Due"),
+        json_schema_extra=field_info(
+            "Due Date", "Due", "Payment Due", "Date d'échéance", "Échéance", "Fällig am", "Fälligkeitsdatum",
+            "Zahlbar bis", "Vervaldatum", "Fecha de vencimiento", "Vencimiento", "Scadenza", "Data scadenza",
+            kind="date",
+        ),
+    )  # fmt: skip
+    seller: Party | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Seller", "From", "Vendor", "Supplier", "Fournisseur", "Vendeur", "Verkäufer", "Lieferant",
+            "Leverancier", "Verkoper", "Proveedor", "Vendedor", "Fornitore", "Venditore",
+        ),
+    )  # fmt: skip
+    buyer: Party | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Buyer", "Bill To", "Billed To", "Customer", "Sold To", "Client", "Facturé à", "Kunde",
+            "Rechnungsempfänger", "Rechnungsadresse", "Klant", "Factuuradres", "Cliente", "Facturar a",
+        ),
+    )  # fmt: skip
+    currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code, e.g. 'EUR'; read from a symbol beside the amounts when not printed as a field.",
+        json_schema_extra=field_info("Currency", "Devise", "Währung", "Valuta", "Moneda", kind="currency"),
     )
-    seller: Party = Field(json_schema_extra=_labels("Seller", "From", "Vendor", "Supplier"))
-    buyer: Party = Field(json_schema_extra=_labels("Buyer", "Bill To", "Customer", "Sold To"))
-    currency: str = Field(description="ISO 4217 code, e.g. 'EUR'.", json_schema_extra=_labels("Currency"))
-    line_items: list[LineItem]
-    subtotal: float = Field(json_schema_extra=_labels("Subtotal", "Net"))
-    tax: float = Field(json_schema_extra=_labels("Tax", "VAT", "Sales Tax"))
-    total: float = Field(json_schema_extra=_labels("Total", "Total Due", "Amount Due"))
+    line_items: list[LineItem] | None = Field(default=None, description="Item table rows, in printed order.")
+    subtotal: float | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Subtotal", "Sub-total", "Net", "Net Amount", "Total HT", "Sous-total", "Montant HT", "Zwischensumme",
+            "Nettobetrag", "Netto", "Summe netto", "Subtotaal", "Totaal excl. BTW", "Base imponible",
+            "Subtotale", "Imponibile", kind="decimal", sum_of="line_items.amount",
+        ),
+    )  # fmt: skip
+    tax: float | None = Field(
+        default=None,
+        json_schema_extra=field_info(
+            "Tax", "VAT", "Sales Tax", "GST", "TVA", "Montant TVA", "MwSt", "MwSt.", "USt", "Umsatzsteuer",
+            "BTW", "IVA", "Imposta", kind="decimal", last_page=True,
+        ),
+    )  # fmt: skip
+    total: float = Field(
+        json_schema_extra=field_info(
+            "Total", "Total Due", "Amount Due", "Balance Due", "Grand Total", "Total Amount", "Amount Paid",
+            "Total TTC", "Montant TTC", "Net à payer", "Montant total", "Gesamtbetrag", "Rechnungsbetrag",
+            "Gesamtsumme", "Endbetrag", "Summe", "Totaal", "Totaalbedrag", "Te betalen", "Total a pagar",
+            "Importe total", "Totale", "Totale fattura", "Importo totale", kind="decimal", last_page=True,
+        ),
+    )  # fmt: skip
 
 
 INVOICE = SchemaSpec(
     name="invoice",
     model=Invoice,
     prompt="extract invoice data in JSON format",
-    description="Commercial invoice: number, dates, seller, buyer, currency, line items, subtotal, tax, total.",
-    version="1",
+    description="Invoice, receipt or bill: number, date and total; dates, parties, currency, lines, tax if printed.",
+    version="2",
+    pages="merge",
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from invoice_vlm.schemas import SchemaSpec
-from invoice_vlm.schemas import field_labels as _labels
+from invoice_vlm.schemas.fields import field_info
 
 __all__ = ["PALLET_LABEL", "PalletLabel", "PalletProduct"]
 
@@ -21,20 +21,30 @@ class PalletProduct(BaseModel):
 
     description: str = Field(
         description="Item number and name, e.g. '293847 - ROLL OF METAL WIRE'.",
-        json_schema_extra={
-            **_labels("Description", "Product", "Item", "Item Description"),
-            "ocr_pattern": r"^\d+ - \S",  # OCR often loses the spaces around the dash
-        },
+        json_schema_extra=field_info(
+            "Description",
+            "Product",
+            "Item",
+            "Item Description",
+            "Article",
+            "Artikel",
+            "Omschrijving",
+            "Désignation",
+            "Beschreibung",
+            ocr_pattern=r"^\d+ - \S",  # OCR often loses the spaces around the dash
+        ),
     )
     cases: str = Field(
-        description="Cases of this product.", json_schema_extra=_labels("Cases", "Cs", "Case Qty")
+        description="Cases of this product.",
+        json_schema_extra=field_info("Cases", "Cs", "Case Qty", kind="integer"),
     )
     sales_units: str = Field(
         description="Sales units of this product.",
-        json_schema_extra=_labels("Sales Units", "Units", "Sales Unit", "Qty"),
+        json_schema_extra=field_info("Sales Units", "Units", "Sales Unit", "Qty", kind="integer"),
     )
     layers: str = Field(
-        description="Layers of this product.", json_schema_extra=_labels("Layers", "Lyrs", "Layer")
+        description="Layers of this product.",
+        json_schema_extra=field_info("Layers", "Lyrs", "Layer", kind="integer"),
     )
 
 
@@ -44,53 +54,70 @@ class PalletLabel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     route: str = Field(
-        description="Route code, e.g. 'V183-RZ-924'.", json_schema_extra=_labels("Route", "Route No.")
+        description="Route code, e.g. 'V183-RZ-924'.",
+        json_schema_extra=field_info("Route", "Route No.", kind="code"),
     )
     pallet_number: str = Field(
         description="Pallet number on the load, e.g. '4'.",
-        json_schema_extra=_labels("Pallet Number", "Pallet", "Pallet #", "Pallet No."),
+        json_schema_extra=field_info("Pallet Number", "Pallet", "Pallet #", "Pallet No.", kind="integer"),
     )
     delivery_date: str = Field(
         description="Delivery date as printed (m/d/yyyy).",
-        json_schema_extra=_labels("Delivery Date", "Deliver On", "Delivery"),
+        json_schema_extra=field_info("Delivery Date", "Deliver On", "Delivery", kind="code"),
     )
-    load: str = Field(description="Load number.", json_schema_extra=_labels("Load", "Load #", "Load No."))
-    dock: str = Field(description="Dock door.", json_schema_extra=_labels("Dock", "Dock Door", "Door"))
+    load: str = Field(
+        description="Load number.", json_schema_extra=field_info("Load", "Load #", "Load No.", kind="code")
+    )
+    dock: str = Field(
+        description="Dock door.", json_schema_extra=field_info("Dock", "Dock Door", "Door", kind="code")
+    )
     shipment_id: str = Field(
         description="12-character shipment id, e.g. 'P24812736099'.",
-        json_schema_extra=_labels("Shipment ID", "Shipment", "Shipment #", "Shipment No."),
+        json_schema_extra=field_info("Shipment ID", "Shipment", "Shipment #", "Shipment No.", kind="code"),
     )
     destination: str = Field(
         description="Name and postal address the pallet goes to.",
-        json_schema_extra=_labels("Destination", "Ship To", "Deliver To"),
+        json_schema_extra=field_info("Destination", "Ship To", "Deliver To"),
     )
     asn_number: str = Field(
         description="10-digit advance shipping notice number.",
-        json_schema_extra=_labels("ASN Number", "ASN", "ASN #", "ASN No."),
+        json_schema_extra=field_info("ASN Number", "ASN", "ASN #", "ASN No.", kind="code"),
     )
     salesman: str = Field(
-        description="Salesman's name.", json_schema_extra=_labels("Salesman", "Sales Rep", "Rep")
+        description="Salesman's name.", json_schema_extra=field_info("Salesman", "Sales Rep", "Rep")
     )
     products: list[PalletProduct] = Field(description="Product rows, in printed order.")
     total_cases: str = Field(
-        description="Sum of the products' cases.", json_schema_extra=_labels("Total Cases", "Cases Total")
+        description="Sum of the products' cases.",
+        json_schema_extra=field_info("Total Cases", "Cases Total", kind="integer", sum_of="products.cases"),
     )
     total_units: str = Field(
         description="Sum of the products' sales units.",
-        json_schema_extra=_labels("Total Units", "Units Total"),
+        json_schema_extra=field_info(
+            "Total Units", "Units Total", kind="integer", sum_of="products.sales_units"
+        ),
     )
     total_layers: str = Field(
-        description="Sum of the products' layers.", json_schema_extra=_labels("Total Layers", "Layers Total")
+        description="Sum of the products' layers.",
+        json_schema_extra=field_info(
+            "Total Layers", "Layers Total", kind="integer", sum_of="products.layers"
+        ),
     )
     printed_date: str = Field(
         description="When the label was printed (mm/dd/yyyy hh:mm).",
-        json_schema_extra={
-            **_labels("Printed Date", "Printed", "Print Date", "Printed On"),
-            "ocr_pattern": r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$",
-        },
+        json_schema_extra=field_info(
+            "Printed Date",
+            "Printed",
+            "Print Date",
+            "Printed On",
+            "Gedruckt",
+            "Imprimé le",
+            kind="code",
+            ocr_pattern=r"^\d{1,2}/\d{1,2}/\d{4} \d{1,2}:\d{2}$",
+        ),
     )
     page_number: str = Field(
-        description="Page, e.g. '1 of 2'.", json_schema_extra=_labels("Page Number", "Page")
+        description="Page, e.g. '1 of 2'.", json_schema_extra=field_info("Page Number", "Page", kind="code")
     )
 
 

@@ -16,26 +16,35 @@ How it reads a page:
 5. **Tables.** A list of objects (``products``) is read from the rows under a header row that matches at least two of
    the item fields' labels, up to a row holding another field's label or the end of the page; each cell goes to the
    column whose header it lines up with.
-6. **Types.** Values are coerced to the schema's types (``"1,012.50"`` to ``1012.5`` for a number field); a field
-   whose ``json_schema_extra`` gives an ``ocr_pattern`` has its spacing around ``-`` repaired to match it.
+   A row starting with a footer word (``Total``, ``Totals``, ``Grand total``, ``Sum``, ``Gesamt``, ``Totaal``,
+   ``Total TTC``...) ends the table and is never an item: its cells go to the fields that add up their columns
+   (``sum_of``), e.g. ``Totals | 30 | 11 | 7`` to ``total_cases``, ``total_units`` and ``total_layers``.
+6. **Characters.** OCR's usual confusions are mended by field kind: ``O``->``0``, ``l``/``I``->``1``, ``S``->``5``
+   inside numbers (and between digits in codes); ``0``->``O`` in words of text fields (``FL00R``, ``0F``). A field
+   whose schema gives an ``ocr_pattern`` has its spacing around ``-`` repaired to match it.
+7. **Currency.** When the schema has a currency field the page does not label, the currency printed beside the
+   amounts (``€``, ``$``, ``₹``, ``EUR 49,99``) fills it, if the page shows only one.
 
-Every value remembers the OCR scores of the boxes it came from, which become the extraction's confidence.
+Values are returned as printed (after the repairs above); `invoice_vlm.normalize` turns them into canonical values
+for every backend alike. Every value remembers the OCR scores of the boxes it came from, which become the
+extraction's confidence. Nothing here names a template: the schema's field tree (labels, kinds, totals) is all it
+knows.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
-import typing
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from invoice_vlm.metrics.fields import as_number, levenshtein
-from invoice_vlm.schemas import SchemaSpec, unwrap_optional
+from invoice_vlm._text import similarity as _similarity
+from invoice_vlm.schemas import SchemaSpec
+from invoice_vlm.schemas.fields import LeafField, ObjectNode
 
 __all__ = ["Box", "RegionReader", "Value", "parse_layout", "to_json_with_confidence"]
 
@@ -88,15 +97,6 @@ def _norm(text: str) -> str:
     return _NORM.sub(" ", text.lower()).strip()
 
 
-def _similarity(a: str, b: str) -> float:
-    """1 - edit distance / length, also compared without spaces (OCR runs words together: ``PALLETNUMBER``)."""
-    if not a or not b:
-        return 0.0
-    plain = 1.0 - levenshtein(a, b) / max(len(a), len(b))
-    a2, b2 = a.replace(" ", ""), b.replace(" ", "")
-    return max(plain, 1.0 - levenshtein(a2, b2) / max(len(a2), len(b2), 1))
-
-
 # --- geometry ---------------------------------------------------------------------------------------------------
 
 
@@ -135,62 +135,13 @@ def _rows(boxes: list[Box]) -> list[list[Box]]:
 # --- schema view ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Field:
-    key: str
-    kind: str
-    labels: tuple[str, ...]
-    pattern: re.Pattern[str] | None
-    required: bool
+@functools.lru_cache(maxsize=4096)
+def _label_forms(labels: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_norm(w) for w in labels if _norm(w)))
 
 
-@dataclass
-class _Object:
-    fields: list[_Field]
-    sections: dict[str, tuple[tuple[str, ...], _Object]]  # nested objects: key -> (labels, object)
-    tables: dict[str, _Object]  # lists of objects: key -> item object
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``X | None`` -> ``X``."""
-    return unwrap_optional(annotation)[0]
-
-
-def _extra(info: Any) -> dict[str, Any]:
-    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-
-
-def _labels(key: str, info: Any) -> tuple[str, ...]:
-    given = _extra(info).get("labels")
-    words = list(given) if isinstance(given, list) else [key.replace("_", " ")]
-    return tuple(dict.fromkeys(_norm(w) for w in words if _norm(w)))
-
-
-def _view(model: type[BaseModel]) -> _Object:
-    obj = _Object([], {}, {})
-    for key, info in model.model_fields.items():
-        annotation = _unwrap(info.annotation)
-        origin = typing.get_origin(annotation)
-        if origin is list:
-            item = _unwrap(typing.get_args(annotation)[0])
-            if isinstance(item, type) and issubclass(item, BaseModel):
-                obj.tables[key] = _view(item)
-                continue
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            obj.sections[key] = (_labels(key, info), _view(annotation))
-            continue
-        kind = "number" if annotation is float else "integer" if annotation is int else "string"
-        pattern = _extra(info).get("ocr_pattern")
-        obj.fields.append(
-            _Field(
-                key,
-                kind,
-                _labels(key, info),
-                re.compile(pattern) if isinstance(pattern, str) else None,
-                info.is_required(),
-            )
-        )
-    return obj
+def _candidates(fields: Sequence[LeafField]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(f.key, _label_forms(f.labels)) for f in fields]
 
 
 # --- label matching ---------------------------------------------------------------------------------------------
@@ -220,6 +171,8 @@ def _match_label(
             for label in labels:
                 sim = _similarity(normalized, label)
                 threshold = 1.0 if len(label) <= 3 else 0.75
+                if abs(len(normalized.replace(" ", "")) - len(label.replace(" ", ""))) > max(1, len(label) // 6):
+                    continue  # "Custom" is not a misread "Customer": OCR drops a letter, not a syllable
                 rank = round(sim, 2) + (0.05 if k == 99 else 0.0) + 0.001 * len(label)
                 if sim >= threshold and (best is None or (rank, k) > (best[0], best[1])):
                     best = (rank, k, key, rest)
@@ -303,19 +256,46 @@ def _continue(page: _Page, box: Box, value: Value, labelled: set[int]) -> None:
         current = nxt
 
 
-def _coerce(f: _Field, value: Value) -> Any:
-    text = " ".join(value.text.split())
-    if f.kind in ("number", "integer"):
-        number = as_number(
-            re.sub(r"[^\d.,+\-]", "", text)
-        )  # drop currency signs; parse as the metrics compare
-        if number is None:
-            return text
-        return int(number) if f.kind == "integer" and number.is_integer() else number
-    if f.pattern is not None and not f.pattern.match(text):
-        for variant in _spacing_variants(text):
-            if f.pattern.match(variant):
-                return variant
+_TO_DIGIT = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5", "s": "5"})
+_DIGIT_TOKEN = re.compile(r"[0-9OolI|Ss.,'\u2019]+")
+_CONFUSABLE_BETWEEN_DIGITS = re.compile(r"(?<=\d)[OolI|S](?=\d)")
+_ZERO_WORD = re.compile(r"\b[A-Z0]*0[A-Z0]*\b")
+
+
+def mend_confusions(text: str, kind: str) -> str:
+    """Undo OCR's usual letter/digit confusions where the field's kind says which one was meant.
+
+    Example:
+        >>> mend_confusions("1O,5O", "decimal"), mend_confusions("P2481273O99", "code")
+        ('10,50', 'P24812730099')
+        >>> mend_confusions("ROLL 0F FL00R TILE 100G", "text")
+        'ROLL OF FLOOR TILE 100G'
+    """
+    if kind in ("integer", "decimal"):
+
+        def digits(m: re.Match[str]) -> str:
+            token = m.group()
+            return token.translate(_TO_DIGIT) if any(c.isdigit() for c in token) else token
+
+        return _DIGIT_TOKEN.sub(digits, text)
+    if kind in ("code", "date"):
+        return _CONFUSABLE_BETWEEN_DIGITS.sub(lambda m: m.group().translate(_TO_DIGIT), text)
+    if kind == "text":
+        # A word of capitals with zeros in it and no other digit is a word misread: FL00R, 0F -> FLOOR, OF.
+        return _ZERO_WORD.sub(
+            lambda m: m.group().replace("0", "O") if any(c.isalpha() for c in m.group()) else m.group(), text
+        )
+    return text
+
+
+def _coerce(f: LeafField, value: Value) -> Any:
+    text = mend_confusions(" ".join(value.text.split()), f.kind)
+    if f.ocr_pattern is not None:
+        pattern = re.compile(f.ocr_pattern)
+        if not pattern.match(text):
+            for variant in _spacing_variants(text):
+                if pattern.match(variant):
+                    return variant
     return text
 
 
@@ -328,9 +308,9 @@ def _spacing_variants(text: str) -> list[str]:
 
 
 def _read_fields(
-    page: _Page, boxes: list[Box], obj: _Object, out: dict[str, Any], conf: dict[str, float], prefix: str
+    page: _Page, boxes: list[Box], obj: ObjectNode, out: dict[str, Any], conf: dict[str, float], prefix: str
 ) -> None:
-    candidates = [(f.key, f.labels) for f in obj.fields]
+    candidates = _candidates(obj.fields)
     by_key = {f.key: f for f in obj.fields}
     matches: list[tuple[Box, str, str, float]] = []
     for box in boxes:
@@ -356,6 +336,8 @@ def _read_fields(
                 break
     for key, value_box, value in sorted(values, key=lambda kv: (kv[1].cy, kv[1].x0)):
         _continue(page, value_box, value, labelled)
+        if key in out:
+            continue  # a table footer already gave this total
         out[key] = _coerce(by_key[key], value)
         conf[f"{prefix}{key}"] = value.confidence
 
@@ -373,10 +355,11 @@ def _value_for(page: _Page, box: Box, rest: str, labelled: set[int]) -> tuple[Bo
 
 
 def _read_sections(
-    page: _Page, obj: _Object, out: dict[str, Any], conf: dict[str, float], prefix: str
+    page: _Page, obj: ObjectNode, out: dict[str, Any], conf: dict[str, float], prefix: str
 ) -> None:
-    outer = [(f.key, f.labels) for f in obj.fields] + [(k, labels) for k, (labels, _) in obj.sections.items()]
-    for key, (labels, section) in obj.sections.items():
+    outer = _candidates(obj.fields) + [(s.key, _label_forms(s.labels)) for s in obj.sections]
+    for section in obj.sections:
+        key, labels = section.key, _label_forms(section.labels)
         heading = None
         for row in page.rows:
             for box in row:
@@ -394,7 +377,7 @@ def _read_sections(
             nxt = page.below(current, align="left")
             if nxt is None or nxt.cy - current.cy > 2.2 * page.line_height:
                 break
-            own = _match_label(nxt.text, [(f.key, f.labels) for f in section.fields])
+            own = _match_label(nxt.text, _candidates(section.fields))
             if own is None and _match_label(nxt.text, outer) is not None:
                 break  # the next field or section of the page, not a line of this block
             lines.append(nxt)
@@ -411,7 +394,9 @@ def _read_sections(
                 groups[-1].append(b)
             else:
                 groups.append([b])
-        free = [f for f in section.fields if f.key not in sub and f.required]
+        free = [
+            f for f in section.fields if f.key not in sub and f.kind == "text"
+        ]  # name, address: unlabelled
         for i, f in enumerate(free):
             if not groups:
                 break
@@ -430,20 +415,34 @@ def _read_sections(
         out[key] = sub
 
 
+def _column_of(box: Box, columns: list[tuple[str, Box]]) -> str:
+    return min(
+        columns, key=lambda c: min(abs(box.x0 - c[1].x0), abs(box.x1 - c[1].x1), abs(box.cx - c[1].cx))
+    )[0]
+
+
+def _is_footer(text: str, footer: tuple[str, ...]) -> bool:
+    """A footer row starts with a footer word alone or before a colon (``Totals``, ``Grand total:``)."""
+    head = _norm(text.split(":")[0])
+    return bool(head) and any(_similarity(head, word) >= (1.0 if len(word) <= 4 else 0.85) for word in footer)
+
+
 def _read_tables(
     page: _Page,
-    obj: _Object,
-    stop_labels: list[tuple[str, ...]],
+    obj: ObjectNode,
     out: dict[str, Any],
     conf: dict[str, float],
     prefix: str,
 ) -> None:
-    for key, item in obj.tables.items():
+    stop = _candidates(obj.fields)
+    for table in obj.tables:
+        key = table.key
+        item_candidates = _candidates(table.fields)
         header_index, columns = None, []
         for i, row in enumerate(page.rows):
             cols = []
             for box in row:
-                found = _match_label(box.text, [(f.key, f.labels) for f in item.fields])
+                found = _match_label(box.text, item_candidates)
                 if found and not found[1]:
                     cols.append((found[0], box))
             if len({c for c, _ in cols}) >= 2:
@@ -453,21 +452,28 @@ def _read_tables(
             continue
         for _, box in columns:
             box.used = True
-        fields = {f.key: f for f in item.fields}
+        fields = {f.key: f for f in table.fields}
+        totals = obj.totals_of(table)
+        footer = _label_forms(table.footer_labels)
         rows_out: list[dict[str, Any]] = []
         for row in page.rows[header_index + 1 :]:
             free = [b for b in row if not b.used]
             if not free:
                 continue
-            if any(_match_label(b.text, [("stop", labels) for labels in stop_labels]) for b in free):
+            if _is_footer(free[0].text, footer) and not _match_label(free[0].text, stop):
+                free[0].used = True
+                for box in free[1:]:
+                    total = totals.get(_column_of(box, columns))
+                    if total is not None and total.key not in out:
+                        box.used = True
+                        out[total.key] = _coerce(total, Value(box.text, [box.score]))
+                        conf[f"{prefix}{total.key}"] = box.score
+                break  # the footer ends the table
+            if any(_match_label(b.text, stop) for b in free):
                 break
             cells: dict[str, list[Box]] = {}
             for box in free:
-                column = min(
-                    columns,
-                    key=lambda c: min(abs(box.x0 - c[1].x0), abs(box.x1 - c[1].x1), abs(box.cx - c[1].cx)),
-                )[0]
-                cells.setdefault(column, []).append(box)
+                cells.setdefault(_column_of(box, columns), []).append(box)
             if len(cells) < 2:
                 break  # a lone line under the table is not a row of it
             record: dict[str, Any] = {}
@@ -482,6 +488,29 @@ def _read_tables(
         out[key] = rows_out
 
 
+_CURRENCY_SIGN = re.compile(
+    r"[^\W\d_]{0,2}[\u0024\u00a2-\u00a5\u058f\u060b\u09f2\u09f3\u0e3f\u17db\u20a0-\u20c0\ufdfc\ufe69\uff04\uffe0\uffe1\uffe5\uffe6]"
+)
+
+
+def _page_currency(boxes: Sequence[Box]) -> tuple[str, float] | None:
+    """The one currency the page prints beside its amounts (``€ 717,97``, ``EUR 49,99``, ``₹``), if only one."""
+    from invoice_vlm.normalize import normalize_amount, normalize_currency
+
+    found: dict[str, tuple[str, float]] = {}
+    for b in boxes:
+        for m in _CURRENCY_SIGN.finditer(b.text):
+            if any(unicodedata.category(c) == "Sc" for c in m.group()):
+                code = normalize_currency(m.group()) or normalize_currency(m.group()[-1])
+                if code:
+                    found.setdefault(code, (m.group(), b.score))
+        if any(c.isdigit() for c in b.text) and re.search(r"\b[A-Z]{3}\b", b.text):
+            _, code = normalize_amount(b.text)
+            if code:
+                found.setdefault(code, (code, b.score))
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
 def parse_layout(
     boxes: list[Box], spec: SchemaSpec, read_region: RegionReader | None = None
 ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -489,33 +518,39 @@ def parse_layout(
 
     ``read_region``, when given, re-reads the strip right of a ``Label:`` whose value the detector missed.
     """
-    obj = _view(spec.model)
+    obj = spec.tree
     page = _Page(boxes, read_region)
     out: dict[str, Any] = {}
     conf: dict[str, float] = {}
-    stop_labels = [f.labels for f in obj.fields]
-    _read_tables(page, obj, stop_labels, out, conf, "")
+    _read_tables(page, obj, out, conf, "")
     _read_sections(page, obj, out, conf, "")
     _read_fields(page, [b for row in page.rows for b in row], obj, out, conf, "")
     for f in obj.fields:
+        if f.kind == "currency" and out.get(f.key) is None:
+            sign = _page_currency(boxes)
+            if sign is not None:
+                out[f.key], conf[f.key] = sign
+    for f in obj.fields:
         if f.key not in out and not f.required:
             out[f.key] = None
-    return _in_schema_order(out, spec.model), conf
+    for s in (*obj.sections, *obj.tables):
+        if s.key not in out and not s.required:
+            out[s.key] = None
+    return _in_schema_order(out, obj), conf
 
 
-def _in_schema_order(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+def _in_schema_order(data: dict[str, Any], node: ObjectNode) -> dict[str, Any]:
     """Keys in the schema's order at every level, so the JSON text reads like a training target."""
+    children = {s.key: s for s in (*node.sections, *node.tables)}
     ordered: dict[str, Any] = {}
-    for key, info in model.model_fields.items():
+    for key in node.order:
         if key not in data:
             continue
-        value, annotation = data[key], _unwrap(info.annotation)
-        if typing.get_origin(annotation) is list and isinstance(value, list):
-            item = _unwrap(typing.get_args(annotation)[0])
-            if isinstance(item, type) and issubclass(item, BaseModel):
-                value = [_in_schema_order(v, item) if isinstance(v, dict) else v for v in value]
-        elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
-            value = _in_schema_order(value, annotation)
+        value, child = data[key], children.get(key)
+        if child is not None and child.is_list and isinstance(value, list):
+            value = [_in_schema_order(v, child) if isinstance(v, dict) else v for v in value]
+        elif child is not None and isinstance(value, dict):
+            value = _in_schema_order(value, child)
         ordered[key] = value
     return ordered
 
