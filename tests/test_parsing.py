@@ -107,6 +107,6 @@ def test_spans_and_confidence():
     assert r.confidence["shipment_id"] == pytest.approx(0.9)
     assert r.confidence["products[1].cases"] == pytest.approx(0.9)
     assert len(r.confidence) == 14 + 2 * 4  # 14 top-level leaves + 4 leaves in each of 2 products
-    from invoice_vlm.parsing import _confidence
+    from invoice_vlm.parsing import field_confidence
 
-    assert _confidence(found.spans, conf, len(text))["a"] == 0.25
+    assert field_confidence(found.spans, conf, len(text))["a"] == 0.25

@@ -52,19 +52,6 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _expand_documents(paths: Sequence[str]) -> list[Any]:
-    from invoice_vlm.inputs import pdf_pages
-
-    docs: list[Any] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_file() and path.suffix.lower() == ".pdf":
-            docs.extend(pdf_pages(path))  # one result per page
-        else:
-            docs.append(p)
-    return docs
-
-
 def _load_extractor(args: argparse.Namespace) -> Any:
     from invoice_vlm import InvoiceExtractor
 
@@ -79,9 +66,10 @@ def _load_extractor(args: argparse.Namespace) -> Any:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    docs = _expand_documents(args.documents)
     extractor = _load_extractor(args)
-    results = extractor.extract_batch(docs, batch_size=args.batch_size, progress=not args.no_progress)
+    results = extractor.extract_batch(
+        list(args.documents), batch_size=args.batch_size, progress=not args.no_progress, pages=args.pages
+    )
     _write_jsonl([r.to_record() for r in results], args.output)
     unread = [r for r in results if r.raw_text == "" and not r.valid]
     invalid = sum(1 for r in results if not r.valid)
@@ -130,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("documents", nargs="+", metavar="DOC", help="image or PDF files")
     _add_model_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    p.add_argument(
+        "--pages",
+        choices=("merge", "each"),
+        help="multi-page files: one result per document (merge) or per page (each); default: the schema's "
+        "(invoice: merge, pallet_label: each)",
+    )
     p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_extract)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from invoice_vlm.backends import Backend, Generation, get_backend
 from invoice_vlm.config import ExtractorConfig, GenerationSettings
-from invoice_vlm.errors import BackendError, ConfigError, InvoiceVLMWarning
+from invoice_vlm.errors import BackendError, ConfigError, DocumentError, InvoiceVLMWarning
 from invoice_vlm.extraction import Extraction
-from invoice_vlm.inputs import Document, iter_images, load_image
-from invoice_vlm.parsing import parse_output
+from invoice_vlm.inputs import Document, describe_source, load_pages
+from invoice_vlm.parsing import field_confidence, find_json_object, finish_document, merge_pages, parse_output
 from invoice_vlm.schemas import SchemaSpec, get_schema, resolve_schema
 
 __all__ = ["InvoiceExtractor"]
 
 DEFAULT_BACKEND = "paligemma"
+_PENDING: Any = object()
 
 
 def _saved_config(*refs: str | Path | None) -> tuple[ExtractorConfig | None, Path | None]:
@@ -163,6 +164,8 @@ class InvoiceExtractor:
         return settings if isinstance(settings, GenerationSettings) else None
 
     def _finish(self, output: object, source: str) -> Extraction:
+        if isinstance(output, BaseException):
+            return Extraction.failed(f"generation failed: {type(output).__name__}: {output}", source=source)
         if isinstance(output, Generation):
             return parse_output(
                 output.text, self.schema, source=source, char_confidence=output.char_confidence
@@ -174,6 +177,38 @@ class InvoiceExtractor:
             source=source,
         )
 
+    def _merge(self, outputs: Sequence[object], sources: Sequence[str], source: str) -> Extraction:
+        """One result from the pages of one document (the schema reads multi-page files as one document)."""
+        pages: list[tuple[dict[str, Any], dict[str, float]]] = []
+        texts: list[str] = []
+        errors: list[str] = []
+        for output, page_source in zip(outputs, sources, strict=True):
+            if isinstance(output, BaseException):
+                errors.append(f"{page_source}: generation failed: {type(output).__name__}: {output}")
+                continue
+            text, chars = (
+                (output.text, output.char_confidence) if isinstance(output, Generation) else (output, None)
+            )
+            if not isinstance(text, str):
+                errors.append(
+                    f"{page_source}: backend returned {type(output).__name__}, expected str or Generation"
+                )
+                continue
+            texts.append(text)
+            try:
+                found = find_json_object(text)
+            except ValueError as exc:
+                errors.append(f"{page_source}: {exc}")
+                continue
+            pages.append((found.value, field_confidence(found.spans, chars, len(text))))
+        raw_text = "\f".join(texts)  # a form feed between pages, as in plain-text page dumps
+        if not pages:
+            return Extraction(None, raw_text, False, errors, {}, source)
+        merged, confidence = merge_pages(pages, self.schema)
+        return finish_document(
+            merged, self.schema, raw_text=raw_text, source=source, confidence=confidence, errors=errors
+        )
+
     def _generate(self, images: list[Any]) -> list[object]:
         outputs: list[object] = list(self.backend.generate(images, self.prompt))
         if len(outputs) != len(images):
@@ -183,76 +218,121 @@ class InvoiceExtractor:
             )
         return outputs
 
-    def extract(self, document: Document) -> Extraction:
+    def _generate_each(self, images: list[Any]) -> list[object]:
+        """Generate for a batch; when the batch fails, each image alone, so one bad item does not sink the rest."""
+        try:
+            return self._generate(images)
+        except Exception as exc:
+            if len(images) == 1:
+                return [exc]
+        return [self._generate_each([image])[0] for image in images]
+
+    def _mode(self, pages: str | None) -> str:
+        mode = pages or self.schema.pages
+        if mode not in ("merge", "each"):
+            raise ValueError(f"pages must be 'merge' or 'each', got {pages!r}.")
+        return mode
+
+    def extract(self, document: Document, *, pages: Literal["merge", "each"] | None = None) -> Extraction:
         """Extract one document (a path, bytes, a PIL image or a `PDFPage`).
 
+        A multi-page file (PDF, multi-frame TIFF) is one document when the schema reads it so (``invoice``: first
+        page's header fields, last page's totals, line items of every page; ``pages="merge"`` forces it).
+
         Raises:
-            DocumentError: the document cannot be opened. (An unparsable model output is not an error: it is an
-                `Extraction` with ``valid=False`` and the reason in ``errors``.)
+            DocumentError: the document cannot be opened, or it has several pages and is read page by page (use
+                `extract_batch`, which gives one result per page). (An unparsable model output is not an error: it
+                is an `Extraction` with ``valid=False`` and the reason in ``errors``.)
         """
-        image, source = load_image(document)
-        return self._finish(self._generate([image])[0], source)
+        mode = self._mode(pages)
+        units = load_pages(document)
+        if len(units) > 1 and mode == "each":
+            source = describe_source(document)
+            raise DocumentError(
+                f"{source!r} has {len(units)} pages and schema {self.schema.name!r} reads each page as a document; "
+                f"use extract_batch([{source!r}]) for one result per page, or extract(..., pages='merge').",
+                source,
+            )
+        outputs = self._generate([image for image, _ in units])
+        if len(units) == 1:
+            return self._finish(outputs[0], units[0][1])
+        return self._merge(outputs, [src for _, src in units], describe_source(document))
 
     def extract_batch(
-        self, documents: Iterable[Document], batch_size: int = 8, progress: bool = True
+        self,
+        documents: Iterable[Document],
+        batch_size: int = 8,
+        progress: bool = True,
+        *,
+        pages: Literal["merge", "each"] | None = None,
     ) -> list[Extraction]:
-        """Extract many documents in batches: one result per input, in the same order; nothing raises for one item.
+        """Extract many documents in batches: results in input order; nothing raises for one item.
 
-        A document that cannot be opened, or a batch whose generation fails, gives failed results that say why
-        (a failed batch is retried one document at a time, so one bad item does not sink its neighbours).
+        Each input gives one result, except a multi-page file read page by page (``pages="each"``, the
+        ``pallet_label`` default), which gives one result per page, named like ``labels.pdf#page=2``. A document
+        that cannot be opened, or a page whose generation fails, gives a failed result that says why (a failed
+        batch is retried one page at a time, so one bad item does not sink its neighbours).
 
         Args:
             documents: paths, bytes, PIL images or `PDFPage` objects.
-            batch_size: images per backend call.
+            batch_size: pages per backend call.
             progress: show a progress bar (on stderr).
+            pages: ``"merge"`` or ``"each"`` for multi-page files; the schema's choice when ``None``.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        mode = self._mode(pages)
         docs = list(documents)
-        results: list[Extraction | None] = [None] * len(docs)
-        pending: list[tuple[int, Any, str]] = []
+        results: list[list[Extraction]] = [[] for _ in docs]
+        outputs: dict[int, list[object]] = {}
+        sources: dict[int, list[str]] = {}
+        pending: list[tuple[int, int, Any]] = []
 
         from tqdm.auto import tqdm
 
         with tqdm(total=len(docs), disable=not progress, desc="extract", unit="doc") as bar:
 
-            def flush() -> None:
-                for index, output in self._run_batch(pending):
-                    results[index] = output
-                bar.update(len(pending))
-                pending.clear()
+            def finish(index: int) -> None:
+                if len(sources[index]) == 1:
+                    results[index] = [self._finish(outputs[index][0], sources[index][0])]
+                elif mode == "merge":
+                    source = describe_source(docs[index])
+                    results[index] = [self._merge(outputs[index], sources[index], source)]
+                else:
+                    results[index] = [
+                        self._finish(o, s) for o, s in zip(outputs[index], sources[index], strict=True)
+                    ]
+                del outputs[index], sources[index]
+                bar.update(1)
 
-            for index, (image, source) in enumerate(iter_images(docs)):
-                if isinstance(image, Exception):
-                    results[index] = Extraction.failed(str(image), source=source)
+            def flush() -> None:
+                done = self._generate_each([image for _, _, image in pending])
+                for (index, page, _), output in zip(pending, done, strict=True):
+                    outputs[index][page] = output
+                finished = sorted({index for index, _, _ in pending})
+                pending.clear()
+                for index in finished:
+                    if index in outputs and all(o is not _PENDING for o in outputs[index]):
+                        finish(index)
+
+            for index, document in enumerate(docs):
+                try:
+                    units = load_pages(document)
+                except DocumentError as exc:
+                    results[index] = [
+                        Extraction.failed(str(exc), source=exc.source or describe_source(document))
+                    ]
                     bar.update(1)
                     continue
-                pending.append((index, image, source))
-                if len(pending) >= batch_size:
-                    flush()
+                outputs[index] = [_PENDING] * len(units)
+                sources[index] = [src for _, src in units]
+                for page, (image, _) in enumerate(units):
+                    pending.append((index, page, image))
+                    if len(pending) >= batch_size:
+                        flush()
             if pending:
                 flush()
-        return [r for r in results if r is not None]
-
-    def _run_batch(self, pending: Sequence[tuple[int, Any, str]]) -> list[tuple[int, Extraction]]:
-        try:
-            outputs = self._generate([image for _, image, _ in pending])
-            return [(i, self._finish(o, src)) for (i, _, src), o in zip(pending, outputs, strict=True)]
-        except Exception as batch_exc:
-            if len(pending) == 1:
-                i, _, src = pending[0]
-                return [
-                    (
-                        i,
-                        Extraction.failed(
-                            f"generation failed: {type(batch_exc).__name__}: {batch_exc}", source=src
-                        ),
-                    )
-                ]
-        done = []
-        for item in pending:
-            done.extend(self._run_batch([item]))
-        return done
+        return [r for per_document in results for r in per_document]
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``invoice_vlm.json`` (schema, prompt, backend, generation settings) and the backend's weights.

@@ -1,14 +1,15 @@
 """Open documents as RGB images: paths, bytes, PIL images and PDF pages.
 
 Every image is EXIF-rotated (phone photos are often stored sideways with a rotation tag), converted to RGB and
-checked for a sane size before any model sees it.
+checked for a sane size before any model sees it. A PDF page that carries a text layer (a born-digital invoice)
+keeps it beside its image, in ``image.info[TEXT_LAYER]``: the exact characters and where they sit, which the offline
+reader uses instead of OCR.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -17,7 +18,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from invoice_vlm.errors import DocumentError, MissingDependencyError
 
-__all__ = ["MAX_PIXELS", "MIN_SIDE", "Document", "PDFPage", "load_image", "pdf_pages"]
+__all__ = [
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "TEXT_LAYER",
+    "Document",
+    "PDFPage",
+    "TextRun",
+    "describe_source",
+    "load_image",
+    "load_pages",
+    "pdf_pages",
+]
+
+TEXT_LAYER = "invoice_vlm.text_layer"
+"""Key in ``image.info`` of a rendered PDF page's text layer: a tuple of `TextRun` in the image's pixels."""
 
 MAX_PIXELS = 64_000_000
 """Larger images are refused: a 64-megapixel page is far beyond what any document VLM reads (448 x 448)."""
@@ -37,11 +52,23 @@ class PDFPage:
         return f"{self.path.name}#page={self.page + 1}"
 
 
+@dataclass(frozen=True)
+class TextRun:
+    """A run of text on one line of a PDF page's text layer, with its box in the rendered image's pixels."""
+
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
 Document = Union[str, "os.PathLike[str]", bytes, Image.Image, PDFPage]
 """Anything `load_image` opens."""
 
 
-def _source(doc: object) -> str:
+def describe_source(doc: object) -> str:
+    """How a document is named in results and errors: its path, or a description (``<1234 bytes>``)."""
     if isinstance(doc, (str, os.PathLike)):
         return os.fspath(doc)
     if isinstance(doc, PDFPage):
@@ -63,10 +90,63 @@ def _render_pdf(path: Path, page: int, dpi: int) -> Image.Image:
     try:
         if not 0 <= page < len(pdf):
             raise DocumentError(f"{path} has {len(pdf)} page(s); page {page + 1} does not exist.", str(path))
-        image: Image.Image = pdf[page].render(scale=dpi / 72).to_pil()
+        pdf_page = pdf[page]
+        image: Image.Image = pdf_page.render(scale=dpi / 72).to_pil()
+        textpage = pdf_page.get_textpage()
+        try:
+            runs = _text_runs(textpage, pdf_page.get_height(), dpi / 72)
+        finally:
+            textpage.close()
+        if runs:
+            image.info[TEXT_LAYER] = runs
         return image
     finally:
         pdf.close()
+
+
+def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[TextRun, ...]:
+    """Group a PDF text page's characters into runs: one line, no gap wider than about a character's height."""
+    runs: list[TextRun] = []
+    chars: list[tuple[str, float, float, float, float]] = []
+
+    def close() -> None:
+        text = "".join(c[0] for c in chars).strip()
+        if text:
+            boxes = [c for c in chars if not c[0].isspace()]
+            runs.append(
+                TextRun(
+                    text,
+                    min(c[1] for c in boxes) * scale,
+                    (page_height - max(c[4] for c in boxes)) * scale,
+                    max(c[3] for c in boxes) * scale,
+                    (page_height - min(c[2] for c in boxes)) * scale,
+                )
+            )
+        chars.clear()
+
+    count = textpage.count_chars()  # type: ignore[attr-defined]
+    text = textpage.get_text_range(0, count) if count else ""  # type: ignore[attr-defined]
+    for i in range(min(count, len(text))):
+        ch = text[i]
+        if ch in "\r\n\x00\ufffe":
+            close()
+            continue
+        left, bottom, right, top = textpage.get_charbox(i)  # type: ignore[attr-defined]
+        if ch.isspace():
+            if chars:
+                chars.append((ch, left, bottom, right, top))
+            continue
+        if chars:
+            inked = [c for c in chars if not c[0].isspace()] or chars
+            last = inked[-1]
+            run_bottom, run_top = min(c[2] for c in inked), max(c[4] for c in inked)
+            height = max(run_top - run_bottom, 1.0)
+            same_line = bottom < run_top and top > run_bottom  # overlapping extents: "1.234,50" stays one run
+            if not same_line or left - last[3] > 1.2 * height or left < last[1] - 0.5 * height:
+                close()
+        chars.append((ch, left, bottom, right, top))
+    close()
+    return tuple(runs)
 
 
 def pdf_pages(path: str | os.PathLike[str], dpi: int = 150) -> list[PDFPage]:
@@ -87,6 +167,35 @@ def pdf_pages(path: str | os.PathLike[str], dpi: int = 150) -> list[PDFPage]:
         pdf.close()
 
 
+def load_pages(doc: Document) -> list[tuple[Image.Image, str]]:
+    """Open every page of ``doc``: each page of a PDF file, each frame of a multi-frame TIFF, else the one image.
+
+    Pages are named like ``invoice.pdf#page=2`` when there are several.
+
+    Raises:
+        DocumentError: the document is missing, unreadable, not an image, or of an unusable size.
+    """
+    if isinstance(doc, (str, os.PathLike)):
+        path = Path(doc)
+        if path.suffix.lower() == ".pdf" and path.is_file():
+            try:
+                pages = pdf_pages(path)
+            except (
+                OSError,
+                ValueError,
+            ) as exc:  # pypdfium2 raises PdfiumError (a RuntimeError subclass) or OSError
+                raise DocumentError(
+                    f"Cannot read {os.fspath(doc)!r} as a PDF: {exc}", os.fspath(doc)
+                ) from None
+            except RuntimeError as exc:
+                raise DocumentError(
+                    f"Cannot read {os.fspath(doc)!r} as a PDF: {exc}", os.fspath(doc)
+                ) from None
+            if len(pages) > 1:
+                return [load_image(page) for page in pages]
+    return [load_image(doc)]
+
+
 def load_image(doc: Document) -> tuple[Image.Image, str]:
     """Open ``doc`` as an RGB image and name its source.
 
@@ -96,7 +205,7 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
     Raises:
         DocumentError: the document is missing, unreadable, not an image, or of an unusable size.
     """
-    source = _source(doc)
+    source = describe_source(doc)
     try:
         if isinstance(doc, PDFPage):
             image = _render_pdf(doc.path, doc.page, doc.dpi)
@@ -141,6 +250,7 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
         raise DocumentError(
             f"{source!r} is only {image.width}x{image.height} pixels; nothing legible fits.", source
         )
+    text_layer = image.info.get(TEXT_LAYER)
     image = ImageOps.exif_transpose(image) or image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -148,13 +258,6 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
         image.paste(rgba, mask=rgba.getchannel("A"))  # transparent areas become paper white, not black
     elif image.mode != "RGB":
         image = image.convert("RGB")
+    if text_layer:
+        image.info[TEXT_LAYER] = text_layer
     return image, source
-
-
-def iter_images(docs: list[Document]) -> Iterator[tuple[Image.Image | DocumentError, str]]:
-    """Open each document in turn; a failure is yielded as its `DocumentError` instead of raised."""
-    for doc in docs:
-        try:
-            yield load_image(doc)
-        except DocumentError as exc:
-            yield exc, exc.source or _source(doc)

@@ -20,7 +20,15 @@ from pydantic import ValidationError
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.schemas import SchemaSpec
 
-__all__ = ["ParsedJSON", "check_sums", "find_json_object", "finish_document", "parse_output"]
+__all__ = [
+    "ParsedJSON",
+    "check_sums",
+    "field_confidence",
+    "find_json_object",
+    "finish_document",
+    "merge_pages",
+    "parse_output",
+]
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _WS = " \t\n\r"
@@ -194,9 +202,10 @@ def find_json_object(text: str) -> ParsedJSON:
     raise ValueError(f"the output is not valid JSON: {first_error}")
 
 
-def _confidence(
+def field_confidence(
     spans: dict[str, tuple[int, int]], char_confidence: Sequence[float] | None, text_len: int
 ) -> dict[str, float]:
+    """Per leaf path, the lowest per-character confidence over its value's characters (empty without scores)."""
     if not char_confidence or len(char_confidence) != text_len:
         return {}
     out: dict[str, float] = {}
@@ -322,6 +331,60 @@ def finish_document(
     )
 
 
+def merge_pages(
+    pages: Sequence[tuple[dict[str, Any], dict[str, float]]], schema: SchemaSpec
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """One document from the pages of a multi-page file.
+
+    Header fields come from the first page that prints them, totals (fields marked ``last_page``, e.g. ``total``)
+    from the last, list items from every page in order.
+
+    Args:
+        pages: per page, the parsed object and its per-field confidence.
+        schema: whose field tree says which fields are totals and which are lists.
+
+    Example:
+        >>> from invoice_vlm import get_schema
+        >>> p1 = {"invoice_number": "7", "line_items": [{"description": "a", "amount": 1}], "total": None}
+        >>> p2 = {"invoice_number": "7", "line_items": [{"description": "b", "amount": 2}], "total": 3}
+        >>> merged, _ = merge_pages([(p1, {}), (p2, {"line_items[0].amount": 0.5})], get_schema("invoice"))
+        >>> merged["line_items"], merged["total"]
+        ([{'description': 'a', 'amount': 1}, {'description': 'b', 'amount': 2}], 3)
+    """
+    tree = schema.tree
+    leaves = {f.key: f for f in tree.fields}
+    tables = {t.key for t in tree.tables}
+    merged: dict[str, Any] = {}
+    confidence: dict[str, float] = {}
+    for key in tree.order:
+        order = list(reversed(pages)) if key in leaves and leaves[key].last_page else list(pages)
+        if key in tables:
+            items: list[Any] = []
+            seen = False
+            for value, conf in pages:
+                page_items = value.get(key)
+                if isinstance(page_items, list):
+                    seen = True
+                    offset = len(items)
+                    for path, score in conf.items():
+                        if path.startswith(f"{key}["):
+                            index, rest = path[len(key) + 1 :].split("]", 1)
+                            confidence[f"{key}[{int(index) + offset}]{rest}"] = score
+                    items.extend(page_items)
+            if seen:
+                merged[key] = items
+            continue
+        for value, conf in order:
+            if value.get(key) not in (None, "", {}, []):
+                merged[key] = value[key]
+                confidence.update({p: c for p, c in conf.items() if p == key or p.startswith(f"{key}.")})
+                break
+        else:
+            if any(key in value for value, _ in pages):
+                merged[key] = None
+    return merged, confidence
+
+
 def parse_output(
     text: str,
     schema: SchemaSpec,
@@ -348,5 +411,5 @@ def parse_output(
         found = find_json_object(text)
     except ValueError as exc:
         return Extraction.failed(str(exc), source=source, raw_text=text)
-    confidence = _confidence(found.spans, char_confidence, len(text))
+    confidence = field_confidence(found.spans, char_confidence, len(text))
     return finish_document(found.value, schema, raw_text=text, source=source, confidence=confidence)

