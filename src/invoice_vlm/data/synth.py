@@ -32,8 +32,8 @@ from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 __all__ = ["STYLES", "TEMPLATES", "Document", "generate", "render", "sample", "write_dataset"]
 
-Style = Literal["clean", "photo", "mixed"]
-STYLES: tuple[str, ...] = ("clean", "photo", "mixed")
+Style = Literal["clean", "photo", "rotated", "mixed"]
+STYLES: tuple[str, ...] = ("clean", "photo", "rotated", "mixed")
 PAGE_WIDTH = 850
 _EPOCH = date(
     2023, 1, 1
@@ -217,32 +217,82 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-class _Page:
-    """A white page that grows downwards as lines are written."""
+_DEJAVU = {
+    ("sans", False): "DejaVuSans.ttf",
+    ("sans", True): "DejaVuSans-Bold.ttf",
+    ("mono", False): "DejaVuSansMono.ttf",
+    ("mono", True): "DejaVuSansMono-Bold.ttf",
+    ("serif", False): "DejaVuSerif.ttf",
+    ("serif", True): "DejaVuSerif-Bold.ttf",
+}
 
-    def __init__(self, width: int = PAGE_WIDTH, margin: int = 48) -> None:
+
+def font_path(family: str = "sans", bold: bool = False) -> Path:
+    """A DejaVu font file (``sans``, ``mono`` or ``serif``) with the glyphs invoices print (``€``, ``ä``, ``₹``).
+
+    Pillow's built-in font covers ASCII only; DejaVu ships inside matplotlib's wheel, found without importing it.
+    """
+    import importlib.util
+
+    found = importlib.util.find_spec("matplotlib")
+    if found is None or not found.submodule_search_locations:
+        raise MissingDependencyError("Drawing non-ASCII and monospaced pages", "data", "matplotlib")
+    name = _DEJAVU.get((family, bold))
+    if name is None:
+        raise ValueError(f"family must be one of sans, mono, serif; got {family!r}.")
+    return Path(next(iter(found.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf" / name
+
+
+@functools.lru_cache(maxsize=64)
+def load_font(size: int, family: str = "sans", bold: bool = False) -> ImageFont.FreeTypeFont:
+    """A DejaVu font at ``size`` pixels (see `font_path`)."""
+    return ImageFont.truetype(str(font_path(family, bold)), size)
+
+
+class _Page:
+    """A white page that grows downwards as lines are written.
+
+    ``family`` is ``"default"`` (Pillow's built-in font) or a DejaVu family (``sans``, ``mono``, ``serif``);
+    ``condense`` below 1 squeezes every line horizontally, as condensed typefaces print.
+    """
+
+    def __init__(
+        self, width: int = PAGE_WIDTH, margin: int = 48, family: str = "default", condense: float = 1.0
+    ) -> None:
         self.width = width
         self.margin = margin
         self.image = Image.new("RGB", (width, 2600), "white")
         self.draw = ImageDraw.Draw(self.image)
         self.y = margin
+        self.family = family
+        self.condense = condense
+
+    def font(self, size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+        return _font(size) if self.family == "default" else load_font(size, self.family, bold)
+
+    def length(self, text: str, size: int) -> int:
+        return int(self.draw.textlength(text, font=self.font(size)) * self.condense)
 
     def text(self, x: int, text: str, size: int, *, bold: bool = False, y: int | None = None) -> int:
-        font = _font(size)
+        font = self.font(size, bold)
         yy = self.y if y is None else y
-        self.draw.text(
-            (x, yy),
-            text,
-            fill=(20, 20, 20),
-            font=font,
-            stroke_width=1 if bold else 0,
-            stroke_fill=(20, 20, 20),
-        )
-        return int(self.draw.textlength(text, font=font))
+        stroke = 1 if bold and self.family == "default" else 0
+        if self.condense == 1.0:
+            self.draw.text(
+                (x, yy), text, fill=(20, 20, 20), font=font, stroke_width=stroke, stroke_fill=(20, 20, 20)
+            )
+        else:
+            wide = int(self.draw.textlength(text, font=font)) + 4
+            strip = Image.new("L", (wide, int(size * 1.5)), 0)
+            ImageDraw.Draw(strip).text(
+                (2, 0), text, fill=255, font=font, stroke_width=stroke, stroke_fill=255
+            )
+            strip = strip.resize((max(1, int(wide * self.condense)), strip.height), Image.Resampling.LANCZOS)
+            self.image.paste((20, 20, 20), (x, yy), strip)
+        return self.length(text, size)
 
-    def right(self, x_right: int, text: str, size: int, y: int | None = None) -> None:
-        width = int(self.draw.textlength(text, font=_font(size)))
-        self.text(x_right - width, text, size, y=y)
+    def right(self, x_right: int, text: str, size: int, y: int | None = None, *, bold: bool = False) -> None:
+        self.text(x_right - self.length(text, size), text, size, y=y, bold=bold)
 
     def rule(self, thickness: int = 2) -> None:
         self.draw.line(
@@ -254,16 +304,122 @@ class _Page:
         self.y += dy
 
     def fits(self, text: str, size: int, width: int) -> bool:
-        return self.draw.textlength(text, font=_font(size)) <= width
+        return self.length(text, size) <= width
 
     def finish(self) -> Image.Image:
         height = max(self.y + self.margin, int(self.width * 0.7))
         return self.image.crop((0, 0, self.width, height))
 
 
-def _label(spec: SchemaSpec, path: str, rng: random.Random) -> str:
-    labels = next(leaf.labels for leaf in spec.leaf_fields if leaf.path == path)
-    return labels[0] if rng.random() < 0.7 else rng.choice(labels)
+# The generator's own words per language: what its templates print. They are not the schema's labels (which a reader
+# matches), so a template exercises the schema's synonyms instead of echoing them.
+_VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": {
+        "route": ("Route", "Route No."),
+        "pallet_number": ("Pallet Number", "Pallet", "Pallet #", "Pallet No."),
+        "delivery_date": ("Delivery Date", "Deliver On", "Delivery"),
+        "load": ("Load", "Load #", "Load No."),
+        "dock": ("Dock", "Dock Door", "Door"),
+        "shipment_id": ("Shipment ID", "Shipment", "Shipment #", "Shipment No."),
+        "destination": ("Destination", "Ship To", "Deliver To"),
+        "asn_number": ("ASN Number", "ASN", "ASN #", "ASN No."),
+        "salesman": ("Salesman", "Sales Rep", "Rep"),
+        "products.description": ("Description", "Product", "Item", "Item Description"),
+        "products.cases": ("Cases", "Cs", "Case Qty"),
+        "products.sales_units": ("Sales Units", "Units", "Sales Unit", "Qty"),
+        "products.layers": ("Layers", "Lyrs", "Layer"),
+        "total_cases": ("Total Cases", "Cases Total"),
+        "total_units": ("Total Units", "Units Total"),
+        "total_layers": ("Total Layers", "Layers Total"),
+        "printed_date": ("Printed Date", "Printed", "Print Date", "Printed On"),
+        "page_number": ("Page Number", "Page"),
+        "invoice_number": ("Invoice Number", "Invoice No.", "Invoice #", "Invoice"),
+        "invoice_date": ("Invoice Date", "Date", "Issued"),
+        "due_date": ("Due Date", "Due"),
+        "seller.tax_id": ("Tax ID", "VAT", "VAT ID"),
+        "buyer.tax_id": ("Tax ID", "VAT", "VAT ID"),
+        "currency": ("Currency",),
+        "line_items.description": ("Description", "Item", "Product"),
+        "line_items.quantity": ("Quantity", "Qty"),
+        "line_items.unit_price": ("Unit Price", "Price", "Rate"),
+        "line_items.amount": ("Amount", "Total", "Line Total"),
+        "subtotal": ("Subtotal", "Net"),
+        "tax": ("Tax", "VAT", "Sales Tax"),
+        "total": ("Total", "Total Due", "Amount Due"),
+        "receipt_number": ("Receipt #", "Receipt No.", "Order #"),
+        "footer": ("Totals", "TOTAL", "Grand Total"),
+        "title": ("INVOICE", "Invoice", "Tax Invoice"),
+        "receipt": ("RECEIPT", "Sales Receipt", "CASH RECEIPT"),
+    },
+    "de": {
+        "invoice_number": ("Rechnungsnummer", "Rechnungs-Nr.", "Rechnung Nr."),
+        "invoice_date": ("Rechnungsdatum", "Datum"),
+        "due_date": ("Fällig am", "Zahlbar bis"),
+        "line_items.description": ("Beschreibung", "Bezeichnung", "Artikel"),
+        "line_items.quantity": ("Menge", "Anzahl"),
+        "line_items.unit_price": ("Einzelpreis", "Preis"),
+        "line_items.amount": ("Betrag", "Gesamtpreis"),
+        "subtotal": ("Zwischensumme", "Nettobetrag"),
+        "tax": ("MwSt.", "USt"),
+        "total": ("Gesamtbetrag", "Rechnungsbetrag", "Summe"),
+        "seller": ("Lieferant", "Verkäufer"),
+        "buyer": ("Rechnungsempfänger", "Kunde"),
+        "seller.tax_id": ("USt-IdNr.", "Steuernummer"),
+        "buyer.tax_id": ("USt-IdNr.",),
+        "title": ("RECHNUNG", "Rechnung"),
+        "receipt_number": ("Beleg-Nr.", "Bon-Nr."),
+        "receipt": ("KASSENBON", "Quittung"),
+        "footer": ("Gesamt", "Summe"),
+    },
+    "fr": {
+        "invoice_number": ("N° de facture", "Facture N°", "Numéro de facture"),
+        "invoice_date": ("Date de facture", "Date"),
+        "due_date": ("Échéance", "Date d'échéance"),
+        "line_items.description": ("Désignation", "Description"),
+        "line_items.quantity": ("Qté", "Quantité"),
+        "line_items.unit_price": ("Prix unitaire", "P.U."),
+        "line_items.amount": ("Montant",),
+        "subtotal": ("Total HT", "Sous-total"),
+        "tax": ("TVA", "Montant TVA"),
+        "total": ("Total TTC", "Net à payer", "Montant TTC"),
+        "seller": ("Fournisseur", "Vendeur"),
+        "buyer": ("Client", "Facturé à"),
+        "seller.tax_id": ("N° TVA",),
+        "buyer.tax_id": ("N° TVA",),
+        "title": ("FACTURE", "Facture"),
+        "receipt_number": ("Ticket N°",),
+        "receipt": ("TICKET DE CAISSE", "Reçu"),
+        "footer": ("Total", "Totaux"),
+    },
+    "nl": {
+        "invoice_number": ("Factuurnummer", "Factuurnr."),
+        "invoice_date": ("Factuurdatum", "Datum"),
+        "due_date": ("Vervaldatum",),
+        "line_items.description": ("Omschrijving", "Artikel"),
+        "line_items.quantity": ("Aantal",),
+        "line_items.unit_price": ("Prijs", "Stukprijs"),
+        "line_items.amount": ("Bedrag",),
+        "subtotal": ("Subtotaal", "Totaal excl. BTW"),
+        "tax": ("BTW",),
+        "total": ("Totaal", "Te betalen", "Totaalbedrag"),
+        "seller": ("Leverancier",),
+        "buyer": ("Klant", "Factuuradres"),
+        "seller.tax_id": ("BTW-nummer",),
+        "buyer.tax_id": ("BTW-nummer",),
+        "title": ("FACTUUR", "Factuur"),
+        "receipt_number": ("Bonnummer",),
+        "receipt": ("KASSABON",),
+        "footer": ("Totaal",),
+    },
+}
+_LOCALES = {"en": "en_US", "de": "de_DE", "fr": "fr_FR", "nl": "nl_NL"}
+
+
+def _label(spec: SchemaSpec, path: str, rng: random.Random, lang: str = "en") -> str:
+    words = _VOCAB[lang].get(path) or _VOCAB["en"].get(path)
+    if words is None:  # a field this generator has no words for: the schema's first label
+        words = next(leaf.labels for leaf in spec.leaf_fields if leaf.path == path)
+    return words[0] if rng.random() < 0.7 else rng.choice(words)
 
 
 def _money(value: float) -> str:
@@ -336,7 +492,7 @@ def _wrap(page: _Page, text: str, size: int, width: int) -> list[str]:
 
 
 def _kv_lines(page: _Page, pairs: Sequence[tuple[str, str]], size: int, sep: str = ":") -> None:
-    label_width = max(int(page.draw.textlength(f"{k}{sep}", font=_font(size))) for k, _ in pairs) + 18
+    label_width = max(page.length(f"{k}{sep}", size) for k, _ in pairs) + 18
     value_width = page.width - 2 * page.margin - label_width
     for key, value in pairs:
         page.text(page.margin, f"{key}{sep}", size, bold=True)
@@ -565,14 +721,190 @@ def _invoice_stacked(spec: SchemaSpec, data: dict[str, Any], rng: random.Random)
     return page.finish()
 
 
-Template = Callable[[SchemaSpec, dict[str, Any], random.Random], Image.Image]
+# --- variety: other typefaces, languages, number formats, footer-row totals, receipts ----------------------------
+
+
+def _typeface(rng: random.Random) -> tuple[str, float]:
+    """A font family and horizontal condensing: monospaced, condensed, serif or plain sans."""
+    return rng.choice((("mono", 1.0), ("sans", 0.82), ("serif", 1.0), ("sans", 1.0), ("mono", 0.9)))
+
+
+def _printed_date(iso: str, lang: str, currency: str | None, rng: random.Random) -> str:
+    """A date as the language prints it: long with a month name, or numeric in the locale's order."""
+    from babel.dates import format_date
+
+    day = date.fromisoformat(iso)
+    locale = _LOCALES[lang] if not (lang == "en" and currency not in (None, "USD")) else "en_GB"
+    if rng.random() < 0.5:
+        return str(format_date(day, "long", locale=locale))
+    if lang == "de":
+        return day.strftime("%d.%m.%Y")
+    if lang == "nl":
+        return day.strftime("%d-%m-%Y")
+    if locale == "en_US":
+        return f"{day.month}/{day.day}/{day.year}"
+    return day.strftime("%d/%m/%Y")
+
+
+def _printed_amount(value: float, lang: str, currency: str, rng: random.Random, symbol: bool = True) -> str:
+    """An amount as the language prints it (``1.234,50 €``, ``€ 1.234,50``, ``$1,234.50``), or the number alone."""
+    from babel.numbers import format_currency, format_decimal
+
+    locale = _LOCALES[lang] if lang != "en" or currency == "USD" else "en_GB"
+    if symbol:
+        return str(format_currency(value, currency, locale=locale))
+    return str(format_decimal(value, format="#,##0.00", locale=locale))
+
+
+def _pallet_footer_totals(spec: SchemaSpec, data: dict[str, Any], rng: random.Random) -> Image.Image:
+    """Label/value pairs without colons in two columns, the totals as the last row of the table."""
+    family, condense = _typeface(rng)
+    page = _Page(width=900, family=family, condense=condense)
+    page.text(page.margin, rng.choice(("LOAD TAG", "PALLET TAG", "PICK LABEL")), 30, bold=True)
+    page.skip(56)
+    pairs = [(key.upper(), value) for key, value in _pallet_header_pairs(spec, data, rng)]
+    destination = _label(spec, "destination", rng).upper()
+    indent = max(page.length(key, 18) for key, _ in [*pairs, (destination, "")]) + 24
+    half = (page.width - 2 * page.margin) // 2
+    for row in range(0, len(pairs), 2):
+        for col, (key, value) in enumerate(pairs[row : row + 2]):
+            x = page.margin + col * (half + 10)
+            page.text(x, key, 18)
+            page.text(x + indent, value, 18)
+        page.skip(32)
+    page.text(page.margin, destination, 18)
+    for line in _wrap(page, data["destination"], 18, page.width - 2 * page.margin - indent):
+        page.text(page.margin + indent, line, 18)
+        page.skip(28)
+    page.skip(14)
+    rows = [
+        *_pallet_rows(data),
+        [_label(spec, "footer", rng), data["total_cases"], data["total_units"], data["total_layers"]],
+    ]
+    _table(page, _pallet_headers(spec, rng), rows, (0.58, 0.12, 0.18, 0.12), 18, lines=False)
+    _pallet_footer(page, spec, data, rng, 16)
+    return page.finish()
+
+
+def _invoice_language(data: dict[str, Any], rng: random.Random) -> tuple[str, str]:
+    """A language and the currency it bills in: EUR for German, French and Dutch pages."""
+    lang = rng.choice(("de", "fr", "nl", "en"))
+    currency = "EUR" if lang != "en" else data["currency"]
+    return lang, currency
+
+
+def _invoice_european(
+    spec: SchemaSpec, data: dict[str, Any], rng: random.Random
+) -> tuple[Image.Image, dict[str, Any]]:
+    """An invoice in German, French, Dutch or English, in the language's dates and number formats.
+
+    The currency shows only beside the amounts, and the header fields print their label above the value.
+    """
+    lang, currency = _invoice_language(data, rng)
+    data = {**data, "currency": currency}
+    family, condense = _typeface(rng)
+    page = _Page(family=family, condense=condense)
+    page.text(page.margin, data["seller"]["name"], 26, bold=True)
+    page.skip(38)
+    page.text(page.margin, data["seller"]["address"][:70], 15)
+    page.skip(44)
+    page.text(page.margin, _label(spec, "title", rng, lang), 30, bold=True)
+    page.skip(56)
+    meta = [
+        ("invoice_number", data["invoice_number"]),
+        ("invoice_date", _printed_date(data["invoice_date"], lang, currency, rng)),
+    ]
+    if data["due_date"]:
+        meta.append(("due_date", _printed_date(data["due_date"], lang, currency, rng)))
+    cell = (page.width - 2 * page.margin) // 3
+    for col, (path, value) in enumerate(meta):
+        page.text(page.margin + col * cell, _label(spec, path, rng, lang), 15, bold=True, y=page.y)
+        page.text(page.margin + col * cell, value, 19, y=page.y + 24)
+    page.skip(74)
+    page.text(page.margin, _label(spec, "buyer", rng, lang), 16, bold=True)
+    page.skip(26)
+    for line in (data["buyer"]["name"], data["buyer"]["address"]):
+        for part in _wrap(page, line, 18, page.width - 2 * page.margin):
+            page.text(page.margin, part, 18)
+            page.skip(26)
+    page.skip(20)
+    headers = [
+        _label(spec, f"line_items.{k}", rng, lang)
+        for k in ("description", "quantity", "unit_price", "amount")
+    ]
+    rows = [
+        [i["description"], _qty(i["quantity"]), _printed_amount(i["unit_price"], lang, currency, rng, False),
+         _printed_amount(i["amount"], lang, currency, rng, False)]
+        for i in data["line_items"]
+    ]  # fmt: skip
+    _table(page, headers, rows, (0.48, 0.12, 0.2, 0.2), 18, lines=rng.random() < 0.5)
+    page.skip(8)
+    x_label = page.width - page.margin - 340
+    for key in ("subtotal", "tax", "total"):
+        page.text(x_label, _label(spec, key, rng, lang), 19, bold=key == "total")
+        page.right(
+            page.width - page.margin, _printed_amount(data[key], lang, currency, rng), 19, bold=key == "total"
+        )
+        page.skip(32)
+    buyer = {k: v for k, v in data["buyer"].items() if k != "tax_id"}
+    return page.finish(), {**data, "seller": None, "buyer": {**buyer, "tax_id": None}}
+
+
+def _invoice_receipt(
+    spec: SchemaSpec, data: dict[str, Any], rng: random.Random
+) -> tuple[Image.Image, dict[str, Any]]:
+    """A till receipt: a shop name, a receipt number, a date, the amount paid; no buyer, no lines, no tax."""
+    lang, currency = _invoice_language(data, rng)
+    family, condense = _typeface(rng)
+    page = _Page(width=620, family=family, condense=condense)
+    page.text(page.margin, data["seller"]["name"][:28].upper(), 24, bold=True)
+    page.skip(40)
+    page.text(page.margin, data["seller"]["address"][:44], 14)
+    page.skip(40)
+    page.text(page.margin, _label(spec, "receipt", rng, lang), 20, bold=True)
+    page.skip(40)
+    page.text(page.margin, f"{_label(spec, 'receipt_number', rng, lang)} {data['invoice_number']}", 18)
+    page.skip(30)
+    page.text(page.margin, _printed_date(data["invoice_date"], lang, currency, rng), 18)
+    page.skip(40)
+    page.rule(1)
+    page.skip(20)
+    page.text(page.margin, _label(spec, "total", rng, lang).upper(), 22, bold=True)
+    page.right(page.width - page.margin, _printed_amount(data["total"], lang, currency, rng), 22, bold=True)
+    page.skip(60)
+    truth = {
+        "invoice_number": data["invoice_number"],
+        "invoice_date": data["invoice_date"],
+        "due_date": None,
+        "seller": None,
+        "buyer": None,
+        "currency": currency,
+        "line_items": None,
+        "subtotal": None,
+        "tax": None,
+        "total": data["total"],
+    }
+    return page.finish(), truth
+
+
+Template = Callable[
+    [SchemaSpec, dict[str, Any], random.Random], "Image.Image | tuple[Image.Image, dict[str, Any]]"
+]
+"""Draws a document; returns its page, or its page and the data as printed when it prints less than the sample."""
 TEMPLATES: dict[str, dict[str, Template]] = {
     "pallet_label": {
         "keyvalue": _pallet_keyvalue,
         "two_column": _pallet_two_column,
         "stacked": _pallet_stacked,
+        "footer_totals": _pallet_footer_totals,
     },
-    "invoice": {"classic": _invoice_classic, "two_column": _invoice_two_column, "stacked": _invoice_stacked},
+    "invoice": {
+        "classic": _invoice_classic,
+        "two_column": _invoice_two_column,
+        "stacked": _invoice_stacked,
+        "european": _invoice_european,
+        "receipt": _invoice_receipt,
+    },
 }
 
 
@@ -705,11 +1037,15 @@ def render(
         raise ValueError(
             f"Unknown template {name!r} for {spec.name}; available: {', '.join(sorted(templates))}."
         )
-    if style not in ("clean", "photo"):
-        raise ValueError(f"style must be 'clean' or 'photo' for one document, got {style!r}.")
-    image = templates[name](spec, data, rng)
+    if style not in ("clean", "photo", "rotated"):
+        raise ValueError(f"style must be 'clean', 'photo' or 'rotated' for one document, got {style!r}.")
+    drawn = templates[name](spec, data, rng)
+    image, data = drawn if isinstance(drawn, tuple) else (drawn, data)
+    spec.validate_data(data)
     if style == "photo":
         image = photo_style(image, rng)
+    elif style == "rotated":  # a scan fed sideways or upside down
+        image = image.rotate(rng.choice((90, 180, 270)), expand=True, fillcolor="white")
     return Document(data=data, image=image, template=name, style=style)
 
 

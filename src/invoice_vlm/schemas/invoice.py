@@ -115,7 +115,7 @@ class Invoice(BaseModel):
         max_length=60,
         json_schema_extra=field_info(
             "Invoice Number", "Invoice No.", "Invoice #", "Invoice No", "Invoice ID", "Invoice", "Receipt No.",
-            "Receipt #", "Bill No.", "Booking ID", "Document No.", "Numéro de facture", "N° de facture",
+            "Receipt #", "Order #", "Bill No.", "Beleg-Nr.", "Bon-Nr.", "Ticket N°", "Bonnummer", "Booking ID", "Document No.", "Numéro de facture", "N° de facture",
             "Facture N°", "Facture n°", "Rechnungsnummer", "Rechnungs-Nr.", "Rechnung Nr.", "Rechnung",
             "Factuurnummer", "Factuurnr.", "Factuur nr", "Número de factura", "Factura N°", "Nº factura",
             "Numero fattura", "Fattura n.", "Fattura N°", kind="code",

@@ -46,7 +46,15 @@ from invoice_vlm._text import similarity as _similarity
 from invoice_vlm.schemas import SchemaSpec
 from invoice_vlm.schemas.fields import LeafField, ObjectNode
 
-__all__ = ["Box", "RegionReader", "Value", "parse_layout", "to_json_with_confidence"]
+__all__ = [
+    "Box",
+    "RegionReader",
+    "Value",
+    "mend_confusions",
+    "parse_layout",
+    "plausible",
+    "to_json_with_confidence",
+]
 
 _NORM = re.compile(r"[^0-9a-z#]+")
 
@@ -94,7 +102,9 @@ class Value:
 
 
 def _norm(text: str) -> str:
-    return _NORM.sub(" ", text.lower()).strip()
+    """Lower case, accents folded (``Désignation`` -> ``designation``), punctuation to spaces; ``#`` kept."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return _NORM.sub(" ", folded).strip()
 
 
 # --- geometry ---------------------------------------------------------------------------------------------------
@@ -243,6 +253,15 @@ def _continue(page: _Page, box: Box, value: Value, labelled: set[int]) -> None:
     """Append the following lines of a value that ends with a comma (wrapped text)."""
     current = box
     while value.text.rstrip().endswith(","):
+        row = page.rows[page.row_of(current)]
+        beside = [b for b in row if b.x0 > current.cx and not b.used and id(b) not in labelled]
+        if beside and beside[0].x0 - current.x1 < 2.0 * page.line_height:  # the detector split one line
+            nxt = beside[0]
+            nxt.used = True
+            value.text = f"{value.text.rstrip()} {nxt.text.strip()}"
+            value.scores.append(nxt.score)
+            current = nxt
+            continue
         index = page.row_of(current)
         if index + 1 >= len(page.rows):
             return
@@ -261,6 +280,7 @@ def _continue(page: _Page, box: Box, value: Value, labelled: set[int]) -> None:
 _TO_DIGIT = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5", "s": "5"})
 _DIGIT_TOKEN = re.compile(r"[0-9OolI|Ss.,'\u2019]+")
 _CONFUSABLE_BETWEEN_DIGITS = re.compile(r"(?<=\d)[OolI|S](?=\d)")
+_SAME_SEPARATORS = re.compile(r"(\d{1,3}(?:([.,])\d{3})+)\2(\d{2})(?!\d)")
 _ZERO_WORD = re.compile(r"\b[A-Z0]*0[A-Z0]*\b")
 
 
@@ -269,7 +289,9 @@ def mend_confusions(text: str, kind: str) -> str:
 
     Example:
         >>> mend_confusions("1O,5O", "decimal"), mend_confusions("P2481273O99", "code")
-        ('10,50', 'P24812730099')
+        ('10,50', 'P2481273099')
+        >>> mend_confusions("1.430.58", "decimal")
+        '1.430,58'
         >>> mend_confusions("ROLL 0F FL00R TILE 100G", "text")
         'ROLL OF FLOOR TILE 100G'
     """
@@ -279,7 +301,13 @@ def mend_confusions(text: str, kind: str) -> str:
             token = m.group()
             return token.translate(_TO_DIGIT) if any(c.isdigit() for c in token) else token
 
-        return _DIGIT_TOKEN.sub(digits, text)
+        mended = _DIGIT_TOKEN.sub(digits, text)
+        if kind == "decimal":
+            # "1.430.58": grouping dots and then two final digits - OCR read the decimal comma as a dot.
+            mended = _SAME_SEPARATORS.sub(
+                lambda m: m.group(1) + {".": ",", ",": "."}[m.group(2)] + m.group(3), mended
+            )
+        return mended
     if kind in ("code", "date"):
         return _CONFUSABLE_BETWEEN_DIGITS.sub(lambda m: m.group().translate(_TO_DIGIT), text)
     if kind == "text":
@@ -327,15 +355,25 @@ def _read_fields(
         per_key.setdefault(key, []).append((box, rest, rank))
     values: list[tuple[str, Box, Value]] = []
     for key, options in per_key.items():
-        # Best label first; a title that only looks like a label has no value, so the next one is tried.
+        # Best label first; a title that only looks like a label ("LOAD TAG") has no plausible value for the
+        # field's kind, so the next label is tried, and an implausible value is taken only when nothing else is.
+        fallback: tuple[Box, Box, Value] | None = None
+        chosen: tuple[Box, Box, Value] | None = None
         for label_box, rest, _rank in sorted(options, key=lambda o: -o[2]):
             if label_box.used:
                 continue
-            value_box, value = _value_for(page, label_box, rest, labelled)
-            if value is not None:
-                label_box.used = value_box.used = True
-                values.append((key, value_box, value))
+            value_box, value, plausible = _value_for(page, label_box, rest, labelled, by_key[key])
+            if value is None or value_box.used:
+                continue
+            if plausible:
+                chosen = (label_box, value_box, value)
                 break
+            fallback = fallback or (label_box, value_box, value)
+        chosen = chosen or fallback
+        if chosen is not None:
+            label_box, value_box, value = chosen
+            label_box.used = value_box.used = True
+            values.append((key, value_box, value))
     for key, value_box, value in sorted(values, key=lambda kv: (kv[1].cy, kv[1].x0)):
         _continue(page, value_box, value, labelled)
         if key in out:
@@ -344,16 +382,61 @@ def _read_fields(
         conf[f"{prefix}{key}"] = value.confidence
 
 
-def _value_for(page: _Page, box: Box, rest: str, labelled: set[int]) -> tuple[Box, Value | None]:
-    """The value of the label in ``box``: after it in the box, to its right, or below it."""
+def plausible(leaf: LeafField, text: str) -> bool:
+    """Whether ``text`` can be a value of ``leaf``'s kind: numbers, dates and codes hold a digit, amounts are no rate.
+
+    Example:
+        >>> from invoice_vlm import get_schema
+        >>> tax = get_schema("invoice").tree.leaf("tax")
+        >>> plausible(tax, "19 %"), plausible(tax, "442,79 €")
+        (False, True)
+    """
+    t = text.strip()
+    if not any(c.isalnum() for c in t):
+        return False
+    if leaf.kind in ("integer", "decimal"):
+        return any(c.isdigit() for c in mend_confusions(t, leaf.kind)) and not t.endswith("%")
+    if leaf.kind in ("date", "code"):
+        return any(c.isdigit() for c in t)
+    return True
+
+
+def _value_for(
+    page: _Page, box: Box, rest: str, labelled: set[int], leaf: LeafField
+) -> tuple[Box, Value | None, bool]:
+    """The value of the label in ``box`` (after it in the box, to its right, or below it), and its plausibility."""
+    options: list[tuple[Box, Value]] = []
     if rest:
-        return box, Value(rest, [box.score])
+        options.append((box, Value(rest, [box.score])))
     for neighbour in (page.right_of(box), page.below(box)):
         if neighbour is not None and id(neighbour) not in labelled and not neighbour.used:
-            return neighbour, Value(neighbour.text, [neighbour.score])
-    if box.text.rstrip().endswith(":"):  # "Total Layers:" promises a value on its right
-        return box, page.read_right_of(box)
-    return box, None
+            options.append((neighbour, Value(neighbour.text, [neighbour.score])))
+    if not options and box.text.rstrip().endswith(":"):  # "Total Layers:" promises a value on its right
+        found = page.read_right_of(box)
+        if found is not None:
+            options.append((box, found))
+    for value_box, value in options:
+        if plausible(leaf, value.text):
+            return value_box, value, True
+    if options:
+        return options[0][0], options[0][1], False
+    return box, None, False
+
+
+def _unlabelled_dates(page: _Page, obj: ObjectNode, out: dict[str, Any], conf: dict[str, float]) -> None:
+    """A required date field no label named takes the first free text on the page that reads as a whole date."""
+    from invoice_vlm.normalize import normalize_date
+
+    for leaf in obj.fields:
+        if leaf.kind != "date" or not leaf.required or out.get(leaf.key) is not None:
+            continue
+        for row in page.rows:
+            found = next((b for b in row if not b.used and normalize_date(b.text) is not None), None)
+            if found is not None:
+                found.used = True
+                out[leaf.key] = _coerce(leaf, Value(found.text, [found.score]))
+                conf[leaf.key] = found.score
+                break
 
 
 def _read_sections(
@@ -362,14 +445,12 @@ def _read_sections(
     outer = _candidates(obj.fields) + [(s.key, _label_forms(s.labels)) for s in obj.sections]
     for section in obj.sections:
         key, labels = section.key, _label_forms(section.labels)
-        heading = None
+        heading, best = None, 0.8
         for row in page.rows:
             for box in row:
-                if not box.used and any(_similarity(_norm(box.text), label) >= 0.8 for label in labels):
-                    heading = box
-                    break
-            if heading:
-                break
+                score = max((_similarity(_norm(box.text), label) for label in labels), default=0.0)
+                if not box.used and score > best:
+                    heading, best = box, score
         if heading is None:
             continue
         heading.used = True
@@ -423,6 +504,16 @@ def _column_of(box: Box, columns: list[tuple[str, Box]]) -> str:
     )[0]
 
 
+def _footer_values(boxes: list[Box], *, anchor: Box, page: _Page, columns: list[tuple[str, Box]]) -> bool:
+    """Whether ``boxes`` are the numbers of the footer row at ``anchor``: near it, none in the first column."""
+    first_column = min(columns, key=lambda c: c[1].x0)[0]
+    return (
+        bool(boxes)
+        and abs(boxes[0].cy - anchor.cy) < 1.2 * page.line_height
+        and all(_column_of(b, columns) != first_column for b in boxes)
+    )
+
+
 def _is_footer(text: str, footer: tuple[str, ...]) -> bool:
     """A footer row starts with a footer word alone or before a colon (``Totals``, ``Grand total:``)."""
     head = _norm(text.split(":")[0])
@@ -458,13 +549,28 @@ def _read_tables(
         totals = obj.totals_of(table)
         footer = _label_forms(table.footer_labels)
         rows_out: list[dict[str, Any]] = []
-        for row in page.rows[header_index + 1 :]:
+        later = page.rows[header_index + 1 :]
+        last_taken: list[Box] = []
+        for position, row in enumerate(later):
             free = [b for b in row if not b.used]
             if not free:
                 continue
             if _is_footer(free[0].text, footer) and not _match_label(free[0].text, stop):
                 free[0].used = True
-                for box in free[1:]:
+                values = free[1:]
+                if not values:  # a photo's perspective can put the footer's numbers a row above or below it
+                    near = functools.partial(_footer_values, anchor=free[0], page=page, columns=columns)
+                    below = (
+                        [b for b in later[position + 1] if not b.used] if position + 1 < len(later) else []
+                    )
+                    if rows_out and near(last_taken):
+                        values = last_taken  # they were taken for an item row without a description
+                        rows_out.pop()
+                        for path in [p for p in conf if p.startswith(f"{prefix}{key}[{len(rows_out)}].")]:
+                            del conf[path]
+                    elif near(below):
+                        values = below
+                for box in values:
                     total = totals.get(_column_of(box, columns))
                     if total is not None and total.key not in out:
                         box.used = True
@@ -480,6 +586,7 @@ def _read_tables(
                 break  # a lone line under the table is not a row of it
             record: dict[str, Any] = {}
             index = len(rows_out)
+            last_taken = [b for cell in cells.values() for b in cell]
             for column, cell in cells.items():
                 for b in cell:
                     b.used = True
@@ -527,6 +634,7 @@ def parse_layout(
     _read_tables(page, obj, out, conf, "")
     _read_sections(page, obj, out, conf, "")
     _read_fields(page, [b for row in page.rows for b in row], obj, out, conf, "")
+    _unlabelled_dates(page, obj, out, conf)
     for f in obj.fields:
         if f.kind == "currency" and out.get(f.key) is None:
             sign = _page_currency(boxes)
