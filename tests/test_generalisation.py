@@ -59,7 +59,9 @@ def pallet_tag(rng: random.Random) -> tuple[Image.Image, dict]:
         products.append(
             {
                 "description": f"{rng.randint(100000, 999999)} - "
-                + rng.choice(["BOX OF FLOOR TILE", "ROLL OF PACKING FOAM", "CASE OF OLIVE OIL", "SACK OF FLOUR"]),
+                + rng.choice(
+                    ["BOX OF FLOOR TILE", "ROLL OF PACKING FOAM", "CASE OF OLIVE OIL", "SACK OF FLOUR"]
+                ),
                 "cases": str(cases),
                 "sales_units": str(cases * rng.choice([1, 6, 12])),
                 "layers": str(rng.randint(1, 4)),
@@ -72,7 +74,9 @@ def pallet_tag(rng: random.Random) -> tuple[Image.Image, dict]:
         "load": str(rng.randint(1000, 9999)),
         "dock": str(rng.randint(1, 40)),
         "shipment_id": f"S{rng.randint(10**10, 10**11 - 1)}",
-        "destination": rng.choice(["Harbor Foods, 9 Pier Road, Bayville, 11709", "Oak Market, 2 Elm St, Dover, 19901"]),
+        "destination": rng.choice(
+            ["Harbor Foods, 9 Pier Road, Bayville, 11709", "Oak Market, 2 Elm St, Dover, 19901"]
+        ),
         "asn_number": str(rng.randint(10**9, 10**10 - 1)),
         "salesman": rng.choice(["Ann Lee", "Tom Hart", "Gus Berg"]),
         "products": products,
@@ -84,7 +88,12 @@ def pallet_tag(rng: random.Random) -> tuple[Image.Image, dict]:
     }
     s = Sheet.new(980, 760, "mono")
     s.text(40, 24, "LOAD TAG", 30, bold=True)
-    left = [("ROUTE", "route"), ("DELIVERY", "delivery_date"), ("SHIPMENT", "shipment_id"), ("ASN", "asn_number")]
+    left = [
+        ("ROUTE", "route"),
+        ("DELIVERY", "delivery_date"),
+        ("SHIPMENT", "shipment_id"),
+        ("ASN", "asn_number"),
+    ]
     right = [("PALLET", "pallet_number"), ("LOAD", "load"), ("DOOR", "dock"), ("REP", "salesman")]
     y = 84
     for (ll, lk), (rl, rk) in zip(left, right, strict=True):
@@ -118,8 +127,34 @@ def pallet_tag(rng: random.Random) -> tuple[Image.Image, dict]:
 
 # --- a German invoice: European numbers, "3. März 2024", MwSt, Gesamtbetrag with € --------------------------------
 
-_MONTHS_DE = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober", "November", "Dezember"]
-_MONTHS_FR = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre", "décembre"]
+_MONTHS_DE = [
+    "Januar",
+    "Februar",
+    "März",
+    "April",
+    "Mai",
+    "Juni",
+    "Juli",
+    "August",
+    "September",
+    "Oktober",
+    "November",
+    "Dezember",
+]
+_MONTHS_FR = [
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+]
 
 
 def _eu(value: float) -> str:
@@ -131,7 +166,14 @@ def _lines(rng: random.Random, names: list[str]) -> list[dict]:
     for name in rng.sample(names, rng.randint(2, 3)):
         qty = rng.randint(1, 9)
         price = round(rng.uniform(5, 400), 2)
-        out.append({"description": name, "quantity": float(qty), "unit_price": price, "amount": round(qty * price, 2)})
+        out.append(
+            {
+                "description": name,
+                "quantity": float(qty),
+                "unit_price": price,
+                "amount": round(qty * price, 2),
+            }
+        )
     return out
 
 
@@ -177,7 +219,11 @@ def german_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
         y += 32
     s.rule(y + 4)
     y += 24
-    for label, value, bold in (("Zwischensumme", subtotal, False), ("MwSt. 19 %", tax, False), ("Gesamtbetrag", truth["total"], True)):
+    for label, value, bold in (
+        ("Zwischensumme", subtotal, False),
+        ("MwSt. 19 %", tax, False),
+        ("Gesamtbetrag", truth["total"], True),
+    ):
         s.text(520, y, label, 18, bold=bold)
         s.right(860, y, f"{_eu(value)} €", 18, bold=bold)
         y += 34
@@ -274,7 +320,20 @@ def us_receipt(rng: random.Random) -> tuple[Image.Image, dict]:
     month = rng.randint(1, 12)
     day = rng.randint(1, 28)
     total = round(rng.uniform(5, 300), 2)
-    names = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+    names = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ]
     truth = {
         "invoice_number": f"{rng.randint(100000, 999999)}",
         "invoice_date": f"2014-{month:02d}-{day:02d}",
@@ -306,7 +365,10 @@ PER_LAYOUT = 2
 
 @pytest.fixture(scope="module")
 def extractors():
-    return {schema: InvoiceExtractor.from_pretrained(backend="ocr", schema=schema) for schema in ("pallet_label", "invoice")}
+    return {
+        schema: InvoiceExtractor.from_pretrained(backend="ocr", schema=schema)
+        for schema in ("pallet_label", "invoice")
+    }
 
 
 @pytest.mark.parametrize("style, floor", [("clean", 0.97), ("photo", 0.93)])
@@ -326,4 +388,3 @@ def test_layouts_defined_only_here(extractors, style, floor):
         score = field_accuracy([r.to_dict() for r in results], [truth for _, truth in docs], schema=schema)
         scores[name] = score
         assert score["field_accuracy"] >= floor, (name, style, score["errors"])
-

@@ -30,7 +30,18 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 from invoice_vlm.errors import MissingDependencyError
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
-__all__ = ["STYLES", "TEMPLATES", "Document", "generate", "render", "sample", "write_dataset"]
+__all__ = [
+    "STYLES",
+    "TEMPLATES",
+    "Document",
+    "font_path",
+    "generate",
+    "load_font",
+    "render",
+    "sample",
+    "write_dataset",
+    "write_pdf",
+]
 
 Style = Literal["clean", "photo", "rotated", "mixed"]
 STYLES: tuple[str, ...] = ("clean", "photo", "rotated", "mixed")
@@ -339,6 +350,8 @@ _VOCAB: dict[str, dict[str, tuple[str, ...]]] = {
         "seller.tax_id": ("Tax ID", "VAT", "VAT ID"),
         "buyer.tax_id": ("Tax ID", "VAT", "VAT ID"),
         "currency": ("Currency",),
+        "seller": ("From", "Seller"),
+        "buyer": ("Bill To", "Buyer", "Customer"),
         "line_items.description": ("Description", "Item", "Product"),
         "line_items.quantity": ("Quantity", "Qty"),
         "line_items.unit_price": ("Unit Price", "Price", "Rate"),
@@ -885,6 +898,142 @@ def _invoice_receipt(
         "total": data["total"],
     }
     return page.finish(), truth
+
+
+# --- two-page invoices as PDF: born-digital (a text layer) or scanned (images only) --------------------------------
+
+_A4 = (595.0, 842.0)
+Command = tuple[float, float, str, float, bool, str]
+"""One line of text on a PDF page: x, y of its top (points), text, size (points), bold, align ("left"/"right")."""
+
+
+def _two_page_invoice(
+    spec: SchemaSpec, data: dict[str, Any], rng: random.Random
+) -> tuple[list[list[Command]], dict[str, Any]]:
+    """An invoice whose line items run onto a second page, with the totals on the last; text commands per page."""
+    lang = rng.choice(("en", "de"))
+    currency = data["currency"] if lang == "en" else "EUR"
+    data = {**data, "currency": currency, "seller": {**data["seller"], "tax_id": None}}
+    items = data["line_items"]
+    while len(items) < 4:  # enough lines to need a second page
+        extra = dict(items[-1], description=rng.choice(_SERVICES))
+        items = [*items, extra]
+    subtotal = round(sum(i["amount"] for i in items), 2)
+    tax = round(subtotal * rng.choice((0.0, 0.07, 0.19, 0.2)), 2)
+    data = {**data, "line_items": items, "subtotal": subtotal, "tax": tax, "total": round(subtotal + tax, 2)}
+    split = len(items) // 2
+    left, right = 40.0, _A4[0] - 40.0
+
+    def table_header(y: float) -> list[Command]:
+        words = [
+            _label(spec, f"line_items.{k}", rng, lang)
+            for k in ("description", "quantity", "unit_price", "amount")
+        ]
+        return [(left, y, words[0], 10, True, "left"), (330, y, words[1], 10, True, "right"),
+                (440, y, words[2], 10, True, "right"), (right, y, words[3], 10, True, "right")]  # fmt: skip
+
+    def rows(lines: list[dict[str, Any]], y: float) -> tuple[list[Command], float]:
+        out: list[Command] = []
+        for item in lines:
+            out += [
+                (left, y, item["description"], 10, False, "left"),
+                (330, y, _qty(item["quantity"]), 10, False, "right"),
+                (440, y, _printed_amount(item["unit_price"], lang, currency, rng, False), 10, False, "right"),
+                (right, y, _printed_amount(item["amount"], lang, currency, rng, False), 10, False, "right"),
+            ]
+            y += 18
+        return out, y
+
+    first: list[Command] = [
+        (left, 40, data["seller"]["name"], 15, True, "left"),
+        (left, 60, data["seller"]["address"], 8, False, "left"),
+        (left, 100, _label(spec, "title", rng, lang), 18, True, "left"),
+    ]
+    y = 140.0
+    meta = [
+        ("invoice_number", data["invoice_number"]),
+        ("invoice_date", _printed_date(data["invoice_date"], lang, currency, rng)),
+    ]
+    if data["due_date"]:
+        meta.append(("due_date", _printed_date(data["due_date"], lang, currency, rng)))
+    for path, value in meta:
+        first += [
+            (left, y, f"{_label(spec, path, rng, lang)}:", 10, True, "left"),
+            (170, y, value, 10, False, "left"),
+        ]
+        y += 16
+    y += 20
+    first.append((left, y, _label(spec, "buyer", rng, lang), 10, True, "left"))
+    for line in (data["buyer"]["name"], data["buyer"]["address"]):
+        y += 15
+        first.append((left, y, line, 10, False, "left"))
+    y += 40
+    first += table_header(y)
+    body, _ = rows(items[:split], y + 22)
+    first += [*body, (right, 800, "1 / 2", 8, False, "right")]
+    second = table_header(60.0)
+    body, y = rows(items[split:], 82.0)
+    second += body
+    y += 20
+    for key in ("subtotal", "tax", "total"):
+        second += [(330, y, f"{_label(spec, key, rng, lang)}:", 10, key == "total", "left"),
+                   (right, y, _printed_amount(data[key], lang, currency, rng), 10, key == "total", "right")]  # fmt: skip
+        y += 18
+    second.append((right, 800, "2 / 2", 8, False, "right"))
+    truth = {**data, "seller": None, "buyer": {**data["buyer"], "tax_id": None}}
+    return [first, second], truth
+
+
+def _raster(commands: list[Command], scale: float) -> Image.Image:
+    page = Image.new("RGB", (int(_A4[0] * scale), int(_A4[1] * scale)), "white")
+    draw = ImageDraw.Draw(page)
+    for x, y, text, size, bold, align in commands:
+        font = load_font(round(size * scale), "sans", bold)
+        width = draw.textlength(text, font=font) if align == "right" else 0
+        draw.text((x * scale - width, y * scale), text, fill=(20, 20, 20), font=font)
+    return page
+
+
+def write_pdf(
+    out: str | Path, seed: int, *, text_layer: bool = True, schema: str | SchemaSpec = "invoice"
+) -> dict[str, Any]:
+    """Write a two-page invoice PDF and return its data: born-digital (with a text layer) or scanned (images only).
+
+    Page 1 holds the header fields and the first line items, page 2 the rest and the totals, so reading it takes
+    both pages (one result, merged). Born-digital pages are drawn with fpdf2 in DejaVu Sans; scanned ones are the
+    same pages rendered at 150 dpi and saved as images in a PDF.
+
+    Example:
+        >>> # data = write_pdf("invoice.pdf", seed=3)                     # read from its text layer
+        >>> # data = write_pdf("scan.pdf", seed=3, text_layer=False)      # read by OCR
+    """
+    spec = resolve_schema(schema)
+    if spec.name != "invoice":
+        raise ValueError(f"write_pdf draws invoices; schema {spec.name!r} has no multi-page template.")
+    pages, truth = _two_page_invoice(spec, sample(spec, seed), random.Random(f"{seed}:pdf"))
+    spec.validate_data(truth)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if text_layer:
+        try:
+            from fpdf import FPDF
+        except ImportError:
+            raise MissingDependencyError("Writing born-digital PDFs", "data", "fpdf2") from None
+        pdf = FPDF(unit="pt", format=_A4)
+        pdf.set_auto_page_break(False)
+        pdf.add_font("DejaVu", "", str(font_path("sans")))
+        pdf.add_font("DejaVu", "B", str(font_path("sans", bold=True)))
+        for commands in pages:
+            pdf.add_page()
+            for x, y, text, size, bold, align in commands:
+                pdf.set_font("DejaVu", "B" if bold else "", size)
+                width = pdf.get_string_width(text) if align == "right" else 0.0
+                pdf.text(x - width, y + size * 0.8, text)  # fpdf2 places text by its baseline
+        pdf.output(str(out))
+    else:
+        images = [_raster(commands, 150 / 72) for commands in pages]
+        images[0].save(out, "PDF", resolution=150.0, save_all=True, append_images=images[1:])
+    return truth
 
 
 Template = Callable[

@@ -131,7 +131,7 @@ class _Scorer:
     def leaf(self, doc: int, path: str, shown: str, pred: Any, ref: Any) -> None:
         leaf = self.leaves.get(path)
         numeric = leaf is not None and leaf.numeric
-        if leaf is not None and leaf.kind in ("date", "currency"):
+        if leaf is not None and leaf.kind in ("date", "currency", "integer", "decimal"):
             pred, ref = _canonical(pred, leaf), _canonical(ref, leaf)
         p, r = normalize_value(pred, numeric), normalize_value(ref, numeric)
         self.total[path] += 1
@@ -285,7 +285,7 @@ def _leaf_fields(schema: str | SchemaSpec | None) -> dict[str, LeafField]:
 
 
 def _canonical(value: Any, leaf: LeafField) -> Any:
-    """A date or currency as its canonical form (``"05/07/2015"`` and ``"2015-07-05"`` agree), else as given."""
+    """A printed date, currency or number in canonical form (``"05/07/2015"`` and ``"2015-07-05"`` agree)."""
     if value is _MISSING or not isinstance(value, str):
         return value
     from invoice_vlm.normalize import normalize_value as normalize_kind

@@ -188,9 +188,45 @@ def _match_label(
                 rank = round(sim, 2) + (0.05 if k == 99 else 0.0) + 0.001 * len(label)
                 if sim >= threshold and (best is None or (rank, k) > (best[0], best[1])):
                     best = (rank, k, key, rest)
+    if best is None and words:
+        best = _glued_label(words, candidates)
     if best is None:
         return None
     return best[2], best[3].strip().lstrip(":").strip(), best[0]
+
+
+def _glued_label(
+    words: list[str], candidates: Sequence[tuple[str, tuple[str, ...]]]
+) -> tuple[float, int, str, str] | None:
+    """A label run into its value when OCR lost the colon and the space: ``shlpmentP83285329483``.
+
+    Only a label of one word (five letters or more), spelt closely, followed by text holding a digit.
+    """
+    token = words[0]
+    best: tuple[float, int, str, str] | None = None
+    for key, labels in candidates:
+        for label in labels:
+            if " " in label or len(label) < 5 or len(token) <= len(label):
+                continue
+            rest = token[len(label) :]
+            if not any(c.isdigit() for c in rest):
+                continue
+            sim = _similarity(_norm(token[: len(label)]), label)
+            if sim >= 0.85 and (best is None or sim > best[0]):
+                best = (sim - 0.1, 0, key, " ".join([rest, *words[1:]]))
+    return best
+
+
+def _whole_label(text: str, candidates: Sequence[tuple[str, tuple[str, ...]]]) -> str | None:
+    """The key whose label the whole of ``text`` is (a table header cell: ``Item Descrtption``), or ``None``."""
+    normalized = _norm(text)
+    best: tuple[float, str] | None = None
+    for key, labels in candidates:
+        for label in labels:
+            sim = _similarity(normalized, label)
+            if sim >= (1.0 if len(label) <= 3 else 0.8) and (best is None or sim > best[0]):
+                best = (sim, key)
+    return best[1] if best else None
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
@@ -332,6 +368,9 @@ def _coerce(f: LeafField, value: Value) -> Any:
 def _spacing_variants(text: str) -> list[str]:
     """The text with its dashes respaced, or with one space added or removed: OCR's usual spacing slips."""
     variants = [re.sub(r"\s*-\s*", " - ", text), re.sub(r"\s*-\s*", "-", text)]
+    variants += [
+        re.sub(r"\s*[\u00b7\u2022\u2013\u2014~]\s*", " - ", text)
+    ]  # a dash read as a dot or an en dash
     variants += [text[:i] + " " + text[i:] for i in range(1, len(text))]
     variants += [text[:i] + text[i + 1 :] for i, ch in enumerate(text) if ch == " "]
     return variants
@@ -504,6 +543,35 @@ def _column_of(box: Box, columns: list[tuple[str, Box]]) -> str:
     )[0]
 
 
+def _split_across_columns(
+    box: Box, columns: list[tuple[str, Box]], fields: dict[str, LeafField]
+) -> list[tuple[Box, str]]:
+    """A box the detector ran across two columns (``863970 - WATER PUMP 6``) split at its last word.
+
+    It is split when its left edge lines up with one column and its right edge with another whose kind is a number,
+    and its last word reads as that number; each part keeps the box's score.
+    """
+    by_left = min(columns, key=lambda c: abs(box.x0 - c[1].x0))[0]
+    by_right = min(columns, key=lambda c: min(abs(box.x1 - c[1].x1), abs(box.cx - c[1].cx)))[0]
+    words = box.text.split()
+    leaf = fields.get(by_right)
+    if (
+        by_left == by_right
+        or len(words) < 2
+        or leaf is None
+        or leaf.kind not in ("integer", "decimal")
+        or not re.fullmatch(r"[\d.,'\u2019]+", mend_confusions(words[-1], leaf.kind))
+        or box.x1 - box.x0 < 3 * box.height
+    ):
+        return [(box, _column_of(box, columns))]
+    share = len(words[-1]) / max(len(box.text), 1)
+    cut = box.x1 - share * (box.x1 - box.x0)
+    head = Box(" ".join(words[:-1]), box.score, box.points, box.x0, box.y0, cut, box.y1)
+    tail = Box(words[-1], box.score, box.points, cut, box.y0, box.x1, box.y1)
+    box.used = True
+    return [(head, by_left), (tail, by_right)]
+
+
 def _footer_values(boxes: list[Box], *, anchor: Box, page: _Page, columns: list[tuple[str, Box]]) -> bool:
     """Whether ``boxes`` are the numbers of the footer row at ``anchor``: near it, none in the first column."""
     first_column = min(columns, key=lambda c: c[1].x0)[0]
@@ -535,9 +603,9 @@ def _read_tables(
         for i, row in enumerate(page.rows):
             cols = []
             for box in row:
-                found = _match_label(box.text, item_candidates)
-                if found and not found[1]:
-                    cols.append((found[0], box))
+                column = _whole_label(box.text, item_candidates)
+                if column is not None:
+                    cols.append((column, box))
             if len({c for c, _ in cols}) >= 2:
                 header_index, columns = i, cols
                 break
@@ -581,7 +649,8 @@ def _read_tables(
                 break
             cells: dict[str, list[Box]] = {}
             for box in free:
-                cells.setdefault(_column_of(box, columns), []).append(box)
+                for part, column in _split_across_columns(box, columns, fields):
+                    cells.setdefault(column, []).append(part)
             if len(cells) < 2:
                 break  # a lone line under the table is not a row of it
             record: dict[str, Any] = {}
