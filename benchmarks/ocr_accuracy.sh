@@ -8,7 +8,7 @@ printf '%-13s %-11s %-6s %s\n' schema template style "evaluate summary"
 for schema in pallet_label invoice; do
   templates=$(python -c "from invoice_vlm.data.synth import TEMPLATES; print(' '.join(sorted(TEMPLATES['$schema'])))")
   for template in $templates; do
-    for style in clean photo; do
+    for style in clean photo rotated; do
       data="$work/$schema-$template-$style"
       invoice-vlm synth --schema "$schema" --template "$template" --style "$style" --n "$n" --seed 11 \
         --split 0,0,1 --out "$data" --no-progress > /dev/null

@@ -176,9 +176,10 @@ def _register_synth(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--style",
-        choices=("clean", "photo", "mixed"),
+        choices=("clean", "photo", "rotated", "mixed"),
         default="clean",
-        help="scan-clean, phone photo, or both",
+        help="scan-clean, phone photo, a clean page turned 90/180/270 degrees, or clean and photo mixed "
+        "(default: clean)",
     )
     p.add_argument(
         "--split",

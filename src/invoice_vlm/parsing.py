@@ -268,7 +268,7 @@ def check_sums(data: dict[str, Any], spec: SchemaSpec) -> dict[str, str]:
         parts = [number(item.get(column)) if isinstance(item, dict) else None for item in items]
         if any(p is None for p in parts):
             continue
-        added = sum(p for p in parts if p is not None)
+        added = sum((p for p in parts if p is not None), Decimal(0))
         if abs(added - total) > Decimal("0.005"):
             shown = " + ".join(str(item.get(column)) for item in items)
             errors[leaf.key] = (
