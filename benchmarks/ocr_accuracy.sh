@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Field accuracy of the offline OCR backend on generated test splits of every template, clean and photo,
+# Field accuracy of the offline OCR backend on generated test splits of every template, clean, photo and rotated,
 # measured with the public CLI. Usage: bash benchmarks/ocr_accuracy.sh [N_PER_SPLIT] [WORKDIR]
 set -euo pipefail
 n=${1:-10}

@@ -23,7 +23,7 @@ from invoice_vlm.metrics import (
     ted_accuracy,
     ter,
 )
-from invoice_vlm.parsing import find_json_object, parse_output
+from invoice_vlm.parsing import parse_output
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 if TYPE_CHECKING:
@@ -162,14 +162,6 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|")[:80]
 
 
-def _json_value(text: str) -> dict[str, Any] | None:
-    """The JSON object in an output that did not validate (its fields may still be mostly right), or None."""
-    try:
-        return find_json_object(text).value
-    except ValueError:
-        return None
-
-
 def score(
     raw_texts: Sequence[str],
     targets: Sequence[str],
@@ -193,7 +185,8 @@ def score(
     names = list(sources) if sources is not None else [None] * len(targets)
     references = [json.loads(t) for t in targets]
     parsed = [parse_output(t, spec) for t in raw_texts]  # each output is parsed once, here
-    predictions = [p.to_dict() if p.valid else _json_value(t) for t, p in zip(raw_texts, parsed, strict=True)]
+    # An output that did not validate is scored on what it read (normalised, unvalidated): most fields may be right.
+    predictions = [p.to_dict() if p.valid else p.partial for p in parsed]
     fields = field_accuracy(predictions, references, schema=spec)
     bleu_result = bleu(list(raw_texts), list(targets))
     ter_result = ter(list(raw_texts), list(targets))
