@@ -25,7 +25,7 @@ def install_project(session: nox.Session, extras: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite: CPU only, offline, tiny models built on the fly."""
+    """The test suite: CPU only, offline, tiny models built on the fly; `-- -m "not slow"` for a fast loop."""
     install_project(session, "test")
     session.run(
         "pytest",

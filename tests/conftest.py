@@ -22,13 +22,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fresh_registries():
     """Registries emptied before and after the test, so discovery runs again under the test's patches."""
     from invoice_vlm.backends import backends
+    from invoice_vlm.data.synth import synth_kits
+    from invoice_vlm.metrics.base import metrics
     from invoice_vlm.schemas import schemas
 
-    schemas.reset()
-    backends.reset()
+    registries = (schemas, backends, metrics, synth_kits)
+    for registry in registries:
+        registry.reset()
     yield schemas, backends
-    schemas.reset()
-    backends.reset()
+    for registry in registries:
+        registry.reset()
 
 
 @pytest.fixture

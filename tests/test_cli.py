@@ -24,6 +24,7 @@ def test_schemas_text_and_json(capsys):
     assert names == ["invoice", "pallet_label"]
 
 
+@pytest.mark.slow
 def test_extract_with_tiny_model(capsys, tiny_model, tmp_path):
     docs = []
     for i in range(3):

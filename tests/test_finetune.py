@@ -15,6 +15,8 @@ from invoice_vlm.config import CONFIG_NAME, ExtractorConfig
 from invoice_vlm.data import load
 from invoice_vlm.errors import ConfigError, GuardError, InvoiceVLMWarning, TrainingError
 
+pytestmark = pytest.mark.slow  # tiny real models or the OCR engine end to end
+
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 

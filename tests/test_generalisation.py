@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 from invoice_vlm import InvoiceExtractor
 from invoice_vlm.metrics import field_accuracy
 
+pytestmark = pytest.mark.slow  # tiny real models or the OCR engine end to end
+
 pytest.importorskip("rapidocr")
 synth = pytest.importorskip("invoice_vlm.data.synth")
 
@@ -177,6 +179,26 @@ def _lines(rng: random.Random, names: list[str]) -> list[dict]:
     return out
 
 
+def _item_table(s: Sheet, y: int, headers: tuple[str, ...], items: list[dict], quantity_x: int) -> int:
+    """A line-item table with European numbers under a rule; returns the y below it."""
+    s.rule(y - 6)
+    s.text(40, y, headers[0], 18, bold=True)
+    for text, x in zip(headers[1:], (quantity_x, 680, 860), strict=True):
+        s.right(x, y, text, 18, bold=True)
+    y += 36
+    for i in items:
+        s.text(40, y, i["description"], 18)
+        for text, x in (
+            (str(int(i["quantity"])), quantity_x),
+            (_eu(i["unit_price"]), 680),
+            (_eu(i["amount"]), 860),
+        ):
+            s.right(x, y, text, 18)
+        y += 32
+    s.rule(y + 4)
+    return y + 24
+
+
 def german_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
     items = _lines(rng, ["Wartungsvertrag", "Druckerpapier A4", "Montage vor Ort", "Ersatzteile"])
     subtotal = round(sum(i["amount"] for i in items), 2)
@@ -202,23 +224,8 @@ def german_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
     s.text(700, 130, truth["invoice_number"], 18)
     s.text(520, 160, "Datum:", 18)
     s.text(700, 160, f"{day}. {_MONTHS_DE[month - 1]} 2024", 18)
-    y = 260
-    s.text(40, y, "RECHNUNG", 30, bold=True)
-    y += 60
-    s.rule(y - 6)
-    s.text(40, y, "Beschreibung", 18, bold=True)
-    s.right(520, y, "Menge", 18, bold=True)
-    s.right(680, y, "Einzelpreis", 18, bold=True)
-    s.right(860, y, "Betrag", 18, bold=True)
-    y += 36
-    for i in items:
-        s.text(40, y, i["description"], 18)
-        s.right(520, y, str(int(i["quantity"])), 18)
-        s.right(680, y, _eu(i["unit_price"]), 18)
-        s.right(860, y, _eu(i["amount"]), 18)
-        y += 32
-    s.rule(y + 4)
-    y += 24
+    s.text(40, 260, "RECHNUNG", 30, bold=True)
+    y = _item_table(s, 320, ("Beschreibung", "Menge", "Einzelpreis", "Betrag"), items, quantity_x=520)
     for label, value, bold in (
         ("Zwischensumme", subtotal, False),
         ("MwSt. 19 %", tax, False),
@@ -258,21 +265,7 @@ def french_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
     s.text(330, 176, f"{day:02d} {_MONTHS_FR[month - 1]} 2015", 19)
     s.text(620, 150, "Échéance", 16, bold=True)
     s.text(620, 176, f"{due:02d}/{month:02d}/2015", 19)
-    y = 260
-    s.rule(y - 6)
-    s.text(40, y, "Désignation", 18, bold=True)
-    s.right(500, y, "Qté", 18, bold=True)
-    s.right(680, y, "Prix unitaire", 18, bold=True)
-    s.right(860, y, "Montant", 18, bold=True)
-    y += 36
-    for i in items:
-        s.text(40, y, i["description"], 18)
-        s.right(500, y, str(int(i["quantity"])), 18)
-        s.right(680, y, _eu(i["unit_price"]), 18)
-        s.right(860, y, _eu(i["amount"]), 18)
-        y += 32
-    s.rule(y + 4)
-    y += 24
+    y = _item_table(s, 260, ("Désignation", "Qté", "Prix unitaire", "Montant"), items, quantity_x=500)
     for label, value in (("Total HT", total_ht), ("TVA 10 %", tva), ("Total TTC", truth["total"])):
         s.text(520, y, label, 18, bold=label == "Total TTC")
         s.right(860, y, f"{_eu(value)} €", 18, bold=label == "Total TTC")

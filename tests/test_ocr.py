@@ -161,6 +161,7 @@ def ocr_pallet():
     return InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label")
 
 
+@pytest.mark.slow
 def test_example_document_reads_exactly(ocr_pallet):
     result = ocr_pallet.extract(EXAMPLES / "pallet_label.jpg")
     assert result.valid, result.errors
@@ -168,6 +169,7 @@ def test_example_document_reads_exactly(ocr_pallet):
     assert 0.5 < result.confidence["shipment_id"] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schema", ["pallet_label", "invoice"])
 def test_every_template_clean_photo_and_rotated(schema):
     from invoice_vlm.data.synth import TEMPLATES, generate
@@ -241,6 +243,7 @@ def _unseen_layout() -> tuple[Image.Image, dict]:
     return img.rotate(2, expand=True, fillcolor=(90, 90, 90)), truth
 
 
+@pytest.mark.slow
 def test_unseen_layout(ocr_pallet):
     image, truth = _unseen_layout()
     result = ocr_pallet.extract(image)
@@ -266,6 +269,7 @@ def test_engine_loads_once_per_extractor(monkeypatch):
     assert len(made) == 1
 
 
+@pytest.mark.slow
 def test_ocr_backend_errors_and_save(tmp_path, ocr_pallet):
     with pytest.raises(ModelLoadError, match="takes no model"):
         InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448", backend="ocr", schema="pallet_label")
@@ -278,6 +282,7 @@ def test_ocr_backend_errors_and_save(tmp_path, ocr_pallet):
     assert not blank.valid and "route: Field required" in " ".join(blank.errors)
 
 
+@pytest.mark.slow
 def test_cli_main_job(capsys):
     from invoice_vlm.cli import main
 
@@ -373,6 +378,7 @@ def test_born_digital_pdf_is_read_from_its_text_layer(tmp_path):
         assert len(result.to_dict()["line_items"]) >= 4 and result.confidence["total"] == 1.0
 
 
+@pytest.mark.slow
 def test_scanned_pdf_is_read_by_ocr(tmp_path):
     from invoice_vlm.data.synth import write_pdf
 

@@ -11,6 +11,8 @@ from invoice_vlm import InvoiceExtractor
 from invoice_vlm.config import CONFIG_NAME
 from invoice_vlm.errors import ConfigError, ModelLoadError
 
+pytestmark = pytest.mark.slow  # tiny real models or the OCR engine end to end
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

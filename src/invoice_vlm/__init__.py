@@ -17,6 +17,7 @@ from invoice_vlm.errors import InvoiceVLMError
 from invoice_vlm.evaluation import EvaluationReport, evaluate
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.extractor import InvoiceExtractor
+from invoice_vlm.inputs import PDFPage, load_pages, pdf_pages
 from invoice_vlm.schemas import SchemaSpec, get_schema, list_schemas, register_schema
 
 __version__ = package_version()
@@ -29,6 +30,7 @@ __all__ = [
     "GenerationSettings",
     "InvoiceExtractor",
     "InvoiceVLMError",
+    "PDFPage",
     "SchemaSpec",
     "__version__",
     "evaluate",
@@ -36,5 +38,7 @@ __all__ = [
     "get_schema",
     "list_backends",
     "list_schemas",
+    "load_pages",
+    "pdf_pages",
     "register_schema",
 ]

@@ -231,37 +231,6 @@ def _read_jsonl(path: Path) -> list[Any]:
     return rows
 
 
-def _prediction_text(row: Any) -> tuple[str, str | None]:
-    if isinstance(row, str):
-        return row, None
-    if isinstance(row, dict):
-        name = row.get("source") or row.get("image") or row.get("file_name")
-        if isinstance(row.get("raw_text"), str):
-            return row["raw_text"], name
-        if "prediction" in row:
-            pred = row["prediction"]
-            return (pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False)), name
-        if "data" in row and "valid" in row:
-            return json.dumps(row["data"] or {}, ensure_ascii=False), name
-        return json.dumps(row, ensure_ascii=False), None
-    return json.dumps(row, ensure_ascii=False), None
-
-
-def _reference_text(row: Any, where: str) -> tuple[str, str | None]:
-    if not isinstance(row, dict):
-        raise CLIError(f"{where} is not a JSON object")
-    name = row.get("image") or row.get("file_name") or row.get("source")
-    if "suffix" in row:
-        return str(row["suffix"]), name
-    if "ground_truth" in row:
-        gt = json.loads(row["ground_truth"]) if isinstance(row["ground_truth"], str) else row["ground_truth"]
-        return json.dumps(gt.get("gt_parse", gt), ensure_ascii=False), name
-    if "target" in row:
-        target = row["target"]
-        return (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)), name
-    return json.dumps(row, ensure_ascii=False), None
-
-
 def _guess_schema(targets: list[str]) -> str:
     from pydantic import ValidationError
 
@@ -283,12 +252,16 @@ def _guess_schema(targets: list[str]) -> str:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from invoice_vlm.data.loading import prediction_text, reference_text
     from invoice_vlm.evaluation import score
 
-    preds = [_prediction_text(r) for r in _read_jsonl(args.predictions)]
-    refs = [
-        _reference_text(r, f"{args.references}:{i + 1}") for i, r in enumerate(_read_jsonl(args.references))
-    ]
+    preds = [prediction_text(r) for r in _read_jsonl(args.predictions)]
+    refs = []
+    for i, row in enumerate(_read_jsonl(args.references)):
+        try:
+            refs.append(reference_text(row))
+        except ValueError as exc:
+            raise CLIError(f"{args.references}:{i + 1} {exc}") from None
     pred_names = [Path(n).name for _, n in preds if n]
     ref_names = [Path(n).name for _, n in refs if n]
     if len(pred_names) == len(preds) and len(ref_names) == len(refs) and set(pred_names) == set(ref_names):

@@ -173,7 +173,7 @@ class DatasetError(InvoiceVLMError):
         head = header or f"The dataset has {len(self.problems)} problem(s); fix them or pass on_error='skip':"
         shown = "\n".join(f"  {p}" for p in self.problems[:200])
         more = f"\n  ... and {len(self.problems) - 200} more" if len(self.problems) > 200 else ""
-        super().__init__(f"{head}\n{shown}{more}")
+        super().__init__(f"{head}\n{shown}{more}" if self.problems else head)
 
 
 class TrainingError(InvoiceVLMError):

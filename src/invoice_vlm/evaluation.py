@@ -15,14 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.errors import InvoiceVLMWarning, MissingDependencyError
-from invoice_vlm.metrics import (
-    bleu,
-    field_accuracy,
-    field_f1,
-    ted_accuracy,
-    ter,
-)
+from invoice_vlm.errors import DatasetError, InvoiceVLMWarning, MissingDependencyError
+from invoice_vlm.metrics.base import Case, Metric, list_metrics
 from invoice_vlm.parsing import parse_output
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
@@ -39,14 +33,18 @@ class EvaluationReport:
     Attributes:
         schema: schema name the documents were scored against.
         num_documents: documents scored.
-        metrics: headline numbers: ``field_accuracy``, ``document_accuracy``, ``ted_accuracy``, ``field_f1``,
-            ``json_valid_rate``, ``schema_valid_rate``, ``character_error_rate``, ``bleu`` (0..1), ``ter`` (percent).
+        metrics: headline numbers, one per registered metric (`invoice_vlm.metrics.list_metrics`): built in are
+            ``field_accuracy``, ``document_accuracy``, ``ted_accuracy``, ``field_f1``, ``json_valid_rate``,
+            ``schema_valid_rate``, ``character_error_rate``, ``bleu`` (0..1), ``ter`` (percent).
         per_field: accuracy per field path (``products.cases``).
         failures: one entry per field not right: ``document``, ``source``, ``field``, ``kind``, ``expected``, ``got``.
         bleu_detail: the full BLEU result (precisions, brevity penalty, lengths).
         ter_detail: the full TER result (edits, reference length).
         documents: per document: ``source``, ``valid``, ``errors`` (parse/validation), ``prediction``, ``target``.
         info: what was evaluated (backend, prompt, split, dataset).
+        signatures: per metric, what produced its number (library versions, tokenizer, smoothing): two reports
+            compare honestly only where their signatures agree.
+        rows: per metric, ``(label, description, higher_is_better, digits)`` for the report's table.
     """
 
     schema: str
@@ -58,6 +56,8 @@ class EvaluationReport:
     ter_detail: dict[str, Any]
     documents: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    signatures: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, tuple[str, str, bool, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain data."""
@@ -76,18 +76,14 @@ class EvaluationReport:
         ]
         if self.info:
             lines += [", ".join(f"{k}: `{v}`" for k, v in self.info.items() if v is not None), ""]
+        lines += ["| metric | value | what it says |", "| --- | --- | --- |"]
+        for name, value in m.items():
+            label, description, _, digits = self.rows.get(name, (name, "", True, 4))
+            lines.append(f"| {label} | {value:.{digits}f} | {description} |")
+        if self.signatures:
+            lines += ["", "Signatures (compare two reports only where these agree):", ""]
+            lines += [f"- `{sig}`" for sig in self.signatures.values()]
         lines += [
-            "| metric | value | what it says |",
-            "| --- | --- | --- |",
-            f"| field accuracy | {m['field_accuracy']:.4f} | share of all fields that came back exactly right |",
-            f"| document accuracy | {m['document_accuracy']:.4f} | share of documents with every field right |",
-            f"| nTED accuracy | {m['ted_accuracy']:.4f} | Donut's tree-edit-distance accuracy |",
-            f"| field F1 | {m['field_f1']:.4f} | Donut's micro F1 over (field, value) pairs |",
-            f"| JSON valid | {m['json_valid_rate']:.4f} | share of outputs holding a JSON object |",
-            f"| schema valid | {m['schema_valid_rate']:.4f} | share that also validate against the schema |",
-            f"| value CER | {m['character_error_rate']:.4f} | character error rate over field values |",
-            f"| BLEU | {m['bleu']:.4f} | n-gram overlap of the raw text (0..1), as model cards report it |",
-            f"| TER | {m['ter']:.2f} | edit rate of the raw text in percent, lower is better |",
             "",
             "## Per field (worst first)",
             "",
@@ -169,38 +165,42 @@ def score(
     *,
     sources: Sequence[str | None] | None = None,
     info: dict[str, Any] | None = None,
+    metric_objects: Sequence[Metric] | None = None,
 ) -> EvaluationReport:
     """Score model outputs against target JSON texts, without a model.
 
     Args:
         raw_texts: what the model wrote, one per document.
         targets: the true JSON, one string per document.
-        schema: what valid outputs satisfy (numbers typed by it compare as numbers).
+        schema: what valid outputs satisfy (its field kinds say how values compare).
         sources: names of the documents, for the failure list.
         info: free-form facts recorded in the report.
+        metric_objects: the metrics to compute; every registered one (`invoice_vlm.metrics.list_metrics`) when
+            ``None``.
+
+    Example:
+        >>> from invoice_vlm.metrics import get_metric
+        >>> printed = '{"invoice_number": "7", "invoice_date": "3. März 2024", "total": "12,50"}'
+        >>> target = '{"invoice_number": "7", "invoice_date": "2024-03-03", "total": 12.5}'
+        >>> report = score([printed], [target], "invoice", metric_objects=[get_metric("field_accuracy")])
+        >>> report.metrics, report.signatures["field_accuracy"].startswith("field_accuracy|invoice_vlm:")
+        ({'field_accuracy': 1.0}, True)
     """
     spec = resolve_schema(schema)
     if len(raw_texts) != len(targets):
         raise ValueError(f"{len(raw_texts)} outputs but {len(targets)} targets; they must pair up.")
+    if not targets:
+        raise ValueError("No documents to score.")
     names = list(sources) if sources is not None else [None] * len(targets)
     references = [json.loads(t) for t in targets]
     parsed = [parse_output(t, spec) for t in raw_texts]  # each output is parsed once, here
     # An output that did not validate is scored on what it read (normalised, unvalidated): most fields may be right.
     predictions = [p.to_dict() if p.valid else p.partial for p in parsed]
-    fields = field_accuracy(predictions, references, schema=spec)
-    bleu_result = bleu(list(raw_texts), list(targets))
-    ter_result = ter(list(raw_texts), list(targets))
-    metrics = {
-        "field_accuracy": fields["field_accuracy"],
-        "document_accuracy": fields["document_accuracy"],
-        "ted_accuracy": ted_accuracy(predictions, references)["ted_accuracy"],
-        "field_f1": field_f1(predictions, references)["f1"],
-        "json_valid_rate": sum(p is not None for p in predictions) / len(targets),
-        "schema_valid_rate": sum(p.valid for p in parsed) / len(targets),
-        "character_error_rate": fields["character_error_rate"],
-        "bleu": bleu_result["bleu"],
-        "ter": ter_result["score"],
-    }
+    case = Case(raw_texts, targets, predictions, references, parsed, spec)
+    chosen = list(metric_objects) if metric_objects is not None else list_metrics()
+    scores = {metric.name: metric.compute(case) for metric in chosen}
+    metrics = {name: s.value for name, s in scores.items()}
+    fields = case.fields
     failures = [dict(err, source=names[err["document"]]) for err in fields["errors"]]
     documents = []
     for i, (text, target, result) in enumerate(zip(raw_texts, targets, parsed, strict=True)):
@@ -219,10 +219,12 @@ def score(
         metrics=metrics,
         per_field=fields["per_field"],
         failures=failures,
-        bleu_detail=bleu_result,
-        ter_detail=ter_result,
+        bleu_detail=scores["bleu"].detail if "bleu" in scores else {},
+        ter_detail=scores["ter"].detail if "ter" in scores else {},
         documents=documents,
         info=dict(info or {}),
+        signatures={name: s.signature for name, s in scores.items()},
+        rows={m.name: (m.label, m.description, m.higher_is_better, m.digits) for m in chosen},
     )
 
 
@@ -258,12 +260,16 @@ def evaluate(
         dataset = load(dataset, schema=extractor.schema)
     if isinstance(dataset, dict):  # a DatasetDict
         if split not in dataset:
-            raise KeyError(f"The dataset has no split {split!r}; it has {', '.join(sorted(dataset))}.")
+            raise DatasetError(
+                [],
+                header=f"The dataset has no split {split!r}; it has {', '.join(sorted(dataset)) or 'none'}. "
+                "Pick one with split= (--split).",
+            )
         dataset = dataset[split]
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     if len(dataset) == 0:
-        raise ValueError(f"Split {split!r} is empty: nothing to evaluate.")
+        raise DatasetError([], header=f"Split {split!r} is empty: nothing to evaluate.")
     prefixes = set(dataset["prefix"]) if "prefix" in dataset.column_names else set()
     if prefixes and prefixes != {extractor.prompt}:
         warnings.warn(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["IMAGE_TOKEN", "PaliGemmaBackend", "build_prompt", "resolve_device_dtype"]
+__all__ = ["IMAGE_TOKEN", "PaliGemmaBackend", "build_prompt", "has_processor", "resolve_device_dtype"]
 
 IMAGE_TOKEN = "<image>"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -118,7 +118,8 @@ def _ensure_safetensors_adapter(ref: str | Path) -> None:
         ) from None
 
 
-def _has_processor(ref: str | Path) -> bool:
+def has_processor(ref: str | Path) -> bool:
+    """Whether ``ref`` is a local directory that holds processor files (an adapter saved with its processor)."""
     return _is_local(ref) and any(
         (Path(ref).expanduser() / name).is_file()
         for name in ("processor_config.json", "preprocessor_config.json")
@@ -212,7 +213,7 @@ class PaliGemmaBackend:
                     raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path.")
             else:
                 base = model
-        processor_ref = adapter if adapter is not None and _has_processor(adapter) else base
+        processor_ref = adapter if adapter is not None and has_processor(adapter) else base
         processor = cls._load_processor(processor_ref)
         net = cls._load_model(base, resolved_device, torch_dtype)
         if adapter is not None:

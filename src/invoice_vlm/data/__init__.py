@@ -8,6 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from invoice_vlm.data.loading import FORMATS, Record, load, read_records
+from invoice_vlm.data.loading import FORMATS, Record, load, prediction_text, read_records, reference_text
 
-__all__ = ["FORMATS", "Record", "load", "read_records"]
+__all__ = ["FORMATS", "Record", "load", "prediction_text", "read_records", "reference_text"]

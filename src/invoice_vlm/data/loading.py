@@ -22,7 +22,7 @@ from invoice_vlm.schemas import SchemaSpec, resolve_schema
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-__all__ = ["FORMATS", "SPLIT_NAMES", "Record", "load", "read_records"]
+__all__ = ["FORMATS", "SPLIT_NAMES", "Record", "load", "prediction_text", "read_records", "reference_text"]
 
 Format = Literal["auto", "roboflow", "donut", "hf"]
 FORMATS: tuple[str, ...] = ("roboflow", "donut", "hf")
@@ -164,6 +164,57 @@ def _unwrap_donut(ground_truth: object) -> object:
             return parses[0]
         raise ValueError("gt_parses must hold exactly one parse")
     raise ValueError("ground_truth must be a JSON object with a 'gt_parse' key")
+
+
+def reference_text(row: Any) -> tuple[str, str | None]:
+    """The target JSON text and image name of one reference row, in any row format `load` reads.
+
+    Roboflow rows (``suffix``), Donut rows (``ground_truth`` with ``gt_parse``), loaded rows (``target``), or the
+    JSON object itself (no name).
+
+    Raises:
+        ValueError: the row is not a JSON object, or its Donut ground truth is malformed.
+
+    Example:
+        >>> reference_text({"image": "1.png", "suffix": '{"total": 3}'})
+        ('{"total": 3}', '1.png')
+        >>> reference_text({"file_name": "2.png", "ground_truth": '{"gt_parse": {"total": 4}}'})
+        ('{"total": 4}', '2.png')
+    """
+    if not isinstance(row, dict):
+        raise ValueError("is not a JSON object")
+    name = row.get("image") or row.get("file_name") or row.get("source")
+    if "suffix" in row:
+        return str(row["suffix"]), name
+    if "ground_truth" in row:
+        return json.dumps(_unwrap_donut(row["ground_truth"]), ensure_ascii=False), name
+    if "target" in row:
+        target = row["target"]
+        return (target if isinstance(target, str) else json.dumps(target, ensure_ascii=False)), name
+    return json.dumps(row, ensure_ascii=False), None
+
+
+def prediction_text(row: Any) -> tuple[str, str | None]:
+    """A prediction's text and document name, from a line of model text or a row the CLI or other tools wrote.
+
+    ``raw_text`` (our ``extract`` records), ``prediction``, an ``extract`` record's ``data``, or the object itself.
+
+    Example:
+        >>> prediction_text({"source": "1.png", "valid": True, "raw_text": '{"total": 3}', "data": {"total": 3}})
+        ('{"total": 3}', '1.png')
+    """
+    if isinstance(row, str):
+        return row, None
+    if isinstance(row, dict):
+        name = row.get("source") or row.get("image") or row.get("file_name")
+        if isinstance(row.get("raw_text"), str):
+            return row["raw_text"], name
+        if "prediction" in row:
+            pred = row["prediction"]
+            return (pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False)), name
+        if "data" in row and "valid" in row:
+            return json.dumps(row["data"] or {}, ensure_ascii=False), name
+    return json.dumps(row, ensure_ascii=False), None
 
 
 def read_records(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.backends.paligemma import PaliGemmaBackend, _has_processor, resolve_device_dtype
+from invoice_vlm.backends.paligemma import PaliGemmaBackend, has_processor, resolve_device_dtype
 from invoice_vlm.config import ExtractorConfig, GenerationSettings
 from invoice_vlm.errors import (
     ConfigError,
@@ -96,7 +96,7 @@ def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, A
     import torch
     from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
 
-    processor_ref = config.adapter if config.adapter and _has_processor(config.adapter) else config.base_model
+    processor_ref = config.adapter if config.adapter and has_processor(config.adapter) else config.base_model
     processor = AutoProcessor.from_pretrained(processor_ref)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "attn_implementation": "sdpa"}
     if config.method == "qlora":

@@ -229,16 +229,6 @@ def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _json_type(annotation: Any) -> JsonType:
-    if annotation is bool:
-        return "boolean"
-    if annotation is int:
-        return "integer"
-    if isinstance(annotation, type) and issubclass(annotation, (float, decimal.Decimal)):
-        return "number"
-    return "string"
-
-
 def _inferred_kind(annotation: Any) -> FieldKind:
     if annotation is bool:
         return "boolean"
@@ -249,6 +239,12 @@ def _inferred_kind(annotation: Any) -> FieldKind:
     if annotation in (datetime.date, datetime.datetime):
         return "date"
     return "text"
+
+
+def _json_type(annotation: Any) -> JsonType:
+    """The JSON type of a value of ``annotation``: what its inferred kind serialises as."""
+    types_of: dict[str, JsonType] = {"boolean": "boolean", "integer": "integer", "decimal": "number"}
+    return types_of.get(_inferred_kind(annotation), "string")
 
 
 def _humanise(name: str) -> str:

@@ -217,14 +217,16 @@ def _glued_label(
     return best
 
 
-def _whole_label(text: str, candidates: Sequence[tuple[str, tuple[str, ...]]]) -> str | None:
+def _whole_label(
+    text: str, candidates: Sequence[tuple[str, tuple[str, ...]]], floor: float = 0.8
+) -> str | None:
     """The key whose label the whole of ``text`` is (a table header cell: ``Item Descrtption``), or ``None``."""
     normalized = _norm(text)
     best: tuple[float, str] | None = None
     for key, labels in candidates:
         for label in labels:
             sim = _similarity(normalized, label)
-            if sim >= (1.0 if len(label) <= 3 else 0.8) and (best is None or sim > best[0]):
+            if sim >= (1.0 if len(label) <= 3 else floor) and (best is None or sim > best[0]):
                 best = (sim, key)
     return best[1] if best else None
 
@@ -354,8 +356,13 @@ def mend_confusions(text: str, kind: str) -> str:
     return text
 
 
+_NUMBER_SIGN = re.compile(r"^(?:N[°º]|No\.|Nr\.|#)\s*(?=\w)", re.IGNORECASE)
+
+
 def _coerce(f: LeafField, value: Value) -> Any:
     text = mend_confusions(" ".join(value.text.split()), f.kind)
+    if f.kind == "code":
+        text = _NUMBER_SIGN.sub("", text)  # "N°INV-2024-7": the label's number sign, run into the value
     if f.ocr_pattern is not None:
         pattern = re.compile(f.ocr_pattern)
         if not pattern.match(text):
@@ -543,6 +550,26 @@ def _column_of(box: Box, columns: list[tuple[str, Box]]) -> str:
     )[0]
 
 
+def _two_headers(box: Box, candidates: Sequence[tuple[str, tuple[str, ...]]]) -> list[tuple[str, Box]]:
+    """Two column headers the detector read as one box (``Qté Prix unitaire``), split where both halves are labels.
+
+    Each half gets the share of the box's width its characters take.
+    """
+    words = box.text.split()
+    if _whole_label(box.text, candidates, floor=0.95) is not None:
+        return []  # "Case Qty" is one label, though "Case" and "Qty" are labels too
+    for cut in range(1, len(words)):
+        left, right = " ".join(words[:cut]), " ".join(words[cut:])
+        first, second = _whole_label(left, candidates, 0.9), _whole_label(right, candidates, 0.9)
+        if first is not None and second is not None and first != second:
+            x = box.x0 + (box.x1 - box.x0) * (len(left) + 1) / (len(box.text) + 1)
+            return [
+                (first, Box(left, box.score, box.points, box.x0, box.y0, x - 4, box.y1)),
+                (second, Box(right, box.score, box.points, x, box.y0, box.x1, box.y1)),
+            ]
+    return []
+
+
 def _split_across_columns(
     box: Box, columns: list[tuple[str, Box]], fields: dict[str, LeafField]
 ) -> list[tuple[Box, str]]:
@@ -603,16 +630,18 @@ def _read_tables(
         for i, row in enumerate(page.rows):
             cols = []
             for box in row:
-                column = _whole_label(box.text, item_candidates)
+                pair = _two_headers(box, item_candidates)  # "Qté Prix unitaire" is two headers, not a misspelling
+                column = None if pair else _whole_label(box.text, item_candidates)
                 if column is not None:
                     cols.append((column, box))
+                cols.extend(pair)
             if len({c for c, _ in cols}) >= 2:
                 header_index, columns = i, cols
                 break
         if header_index is None:
             continue
-        for _, box in columns:
-            box.used = True
+        for box in page.rows[header_index]:
+            box.used = True  # the header row, including a box split into two column headers
         fields = {f.key: f for f in table.fields}
         totals = obj.totals_of(table)
         footer = _label_forms(table.footer_labels)
