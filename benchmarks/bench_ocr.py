@@ -26,7 +26,9 @@ def row(schema: str, what: str, pages: int, seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pages", type=int, default=6, help="pages per schema and style (default: 6)")
     args = parser.parse_args()
     start = time.perf_counter()

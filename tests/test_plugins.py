@@ -114,7 +114,9 @@ def plugin_package(monkeypatch, fresh_registries):
     }
     real = md.entry_points
 
-    def entry_points(**selection):  # our groups as the plugin package declares them; anything else as installed
+    def entry_points(
+        **selection,
+    ):  # our groups as the plugin package declares them; anything else as installed
         group = selection.get("group")
         return table[group] if group in table else real(**selection)
 

@@ -630,7 +630,9 @@ def _read_tables(
         for i, row in enumerate(page.rows):
             cols = []
             for box in row:
-                pair = _two_headers(box, item_candidates)  # "Qté Prix unitaire" is two headers, not a misspelling
+                pair = _two_headers(
+                    box, item_candidates
+                )  # "Qté Prix unitaire" is two headers, not a misspelling
                 column = None if pair else _whole_label(box.text, item_candidates)
                 if column is not None:
                     cols.append((column, box))
