@@ -136,8 +136,8 @@ def normalize_currency(text: str) -> str | None:
     """An ISO 4217 code for a printed code, symbol or name (``"€"``, ``"eur"``, ``"US$"``, ``"Euro"``), or ``None``.
 
     Example:
-        >>> [normalize_currency(t) for t in ("€", "$", "₹", "EUR", "£", "zł", "CHF", "euros", "¥", "R$")]
-        ['EUR', 'USD', 'INR', 'EUR', 'GBP', 'PLN', 'CHF', 'EUR', 'JPY', 'BRL']
+        >>> " ".join(normalize_currency(t) or "?" for t in ("€", "$", "₹", "EUR", "£", "zł", "CHF", "euros", "¥", "R$"))
+        'EUR USD INR EUR GBP PLN CHF EUR JPY BRL'
     """
     codes, names = _currency_table()
     cleaned = _WS.sub(" ", text).strip().strip(".:()").strip()
@@ -228,8 +228,8 @@ def normalize_date(text: str, order: DateOrder | None = None) -> datetime.date |
         order: how to read an ambiguous numeric date (see the module docstring); day-first when ``None``.
 
     Example:
-        >>> [str(normalize_date(t)) for t in ("August 3, 2014", "20-10-2015", "3. März 2024", "12 januari 2023")]
-        ['2014-08-03', '2015-10-20', '2024-03-03', '2023-01-12']
+        >>> " ".join(str(normalize_date(t)) for t in ("August 3, 2014", "20-10-2015", "3. März 2024", "12 januari 2023"))
+        '2014-08-03 2015-10-20 2024-03-03 2023-01-12'
         >>> str(normalize_date("03/04/2024", "MDY"))
         '2024-03-04'
     """

@@ -24,8 +24,8 @@ Example:
     >>> class Receipt(BaseModel):
     ...     number: str = Field(json_schema_extra=field_info("Receipt No.", "Bon", kind="code"))
     ...     total: float
-    >>> [(leaf.path, leaf.kind) for leaf in build_tree(Receipt).leaves]
-    [('number', 'code'), ('total', 'decimal')]
+    >>> {leaf.path: leaf.kind for leaf in build_tree(Receipt).leaves}
+    {'number': 'code', 'total': 'decimal'}
 """
 
 from __future__ import annotations
