@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
 import re
@@ -334,7 +335,7 @@ def normalize_value(
     if kind == "currency":
         code = normalize_currency(text)
         if code is None:
-            amount, code = normalize_amount(text) if any(c.isdigit() for c in text) else (None, None)
+            code = normalize_amount(text)[1] if any(c.isdigit() for c in text) else None
         if code is None:
             return Normalized(value, printed, f"{value!r} is not a currency (an ISO 4217 code such as 'EUR')")
         return done(code)
@@ -379,6 +380,17 @@ def _document_date_order(entries: list[tuple[LeafField, dict[str, Any], str]]) -
     return None
 
 
+def _amount_currencies(entries: list[tuple[LeafField, dict[str, Any], str]]) -> dict[str, str]:
+    """Shown path -> ISO currency printed beside each amount that has one (``€ 717,97`` -> ``EUR``)."""
+    found: dict[str, str] = {}
+    for leaf, holder, shown in entries:
+        if leaf.kind == "decimal" and isinstance(holder[leaf.key], str):
+            code = normalize_amount(holder[leaf.key])[1]
+            if code:
+                found[shown] = code
+    return found
+
+
 def normalize_document(data: dict[str, Any], spec: SchemaSpec) -> NormalizedDocument:
     """Normalise every leaf of a parsed document for ``spec``; the input is not changed.
 
@@ -392,21 +404,25 @@ def normalize_document(data: dict[str, Any], spec: SchemaSpec) -> NormalizedDocu
         >>> doc.data["invoice_date"], doc.data["total"], doc.data["currency"], doc.printed["total"]
         ('2024-03-03', 1234.5, 'EUR', '€ 1.234,50')
     """
-    import copy
-
     out = copy.deepcopy(data)
     result = NormalizedDocument(out)
     entries = list(_walk(spec.tree, out, ""))
-    currencies: dict[str, str] = {}
-    for leaf, holder, _ in entries:
-        if leaf.kind == "currency" and isinstance(holder[leaf.key], str):
-            code = normalize_currency(holder[leaf.key])
-            if code:
-                currencies["field"] = code
+    printed_currency = next(
+        (
+            code
+            for leaf, holder, _ in entries
+            if leaf.kind == "currency" and isinstance(holder[leaf.key], str)
+            for code in [normalize_currency(holder[leaf.key])]
+            if code
+        ),
+        None,
+    )
+    beside_amounts = _amount_currencies(entries)
+    signs = set(beside_amounts.values())
+    currency = printed_currency or (next(iter(signs)) if len(signs) == 1 else None)
     order: DateOrder | None = spec.date_order or _document_date_order(entries)
-    if order is None:
-        order = "MDY" if currencies.get("field") == "USD" else None
-    seen_currencies: dict[str, str] = {}
+    if order is None and currency == "USD":
+        order = "MDY"  # a US document: its ambiguous dates are month-first
     for leaf, holder, shown in entries:
         found = normalize_value(holder[leaf.key], leaf.kind, json_type=leaf.json_type, date_order=order)
         holder[leaf.key] = found.value
@@ -414,20 +430,9 @@ def normalize_document(data: dict[str, Any], spec: SchemaSpec) -> NormalizedDocu
             result.printed[shown] = found.printed
         if found.error is not None:
             result.field_errors[shown] = found.error
-        if found.currency:
-            seen_currencies[shown] = found.currency
-    if order is None and not currencies and set(seen_currencies.values()) == {"USD"}:
-        # A US document whose only currency sign is on its amounts: read its ambiguous dates month-first.
-        for leaf, holder, shown in entries:
-            if leaf.kind == "date" and shown in result.printed and _numeric_date(result.printed[shown]):
-                day = normalize_date(result.printed[shown], "MDY")
-                if day is not None:
-                    holder[leaf.key] = day.isoformat()
-    distinct = set(seen_currencies.values())
-    if len(distinct) == 1:
-        code = distinct.pop()
+    if len(signs) == 1:
         for leaf in spec.tree.fields:
             if leaf.kind == "currency" and out.get(leaf.key) in (None, ""):
-                out[leaf.key] = code
-                result.printed[leaf.key] = result.printed[next(iter(seen_currencies))]
+                out[leaf.key] = next(iter(signs))
+                result.printed[leaf.key] = result.printed[next(iter(beside_amounts))]
     return result
