@@ -12,13 +12,17 @@ from invoice_vlm.config import ExtractorConfig, GenerationSettings
 from invoice_vlm.errors import BackendError, ConfigError, DocumentError, InvoiceVLMWarning
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.inputs import Document, describe_source, load_pages
-from invoice_vlm.parsing import field_confidence, find_json_object, finish_document, merge_pages, parse_output
+from invoice_vlm.parsing import finish_document, merge_pages, parse_output, read_output
 from invoice_vlm.schemas import SchemaSpec, get_schema, resolve_schema
 
 __all__ = ["InvoiceExtractor"]
 
 DEFAULT_BACKEND = "paligemma"
 _PENDING: Any = object()
+
+
+class _PageFailed(Exception):
+    """A page's output is no text to parse (its generation failed, or the backend returned something else)."""
 
 
 def _saved_config(*refs: str | Path | None) -> tuple[ExtractorConfig | None, Path | None]:
@@ -163,19 +167,24 @@ class InvoiceExtractor:
         settings = getattr(self.backend, "generation", None)
         return settings if isinstance(settings, GenerationSettings) else None
 
-    def _finish(self, output: object, source: str) -> Extraction:
+    def _text(self, output: object) -> tuple[str, Sequence[float] | None]:
+        """A backend's output for one page as text and per-character confidence; `_PageFailed` when it is none."""
         if isinstance(output, BaseException):
-            return Extraction.failed(f"generation failed: {type(output).__name__}: {output}", source=source)
+            raise _PageFailed(f"generation failed: {type(output).__name__}: {output}")
         if isinstance(output, Generation):
-            return parse_output(
-                output.text, self.schema, source=source, char_confidence=output.char_confidence
-            )
+            return output.text, output.char_confidence
         if isinstance(output, str):
-            return parse_output(output, self.schema, source=source)
-        return Extraction.failed(
-            f"backend {self.backend_name!r} returned {type(output).__name__}, expected str or Generation",
-            source=source,
+            return output, None
+        raise _PageFailed(
+            f"backend {self.backend_name!r} returned {type(output).__name__}, expected str or Generation"
         )
+
+    def _finish(self, output: object, source: str) -> Extraction:
+        try:
+            text, chars = self._text(output)
+        except _PageFailed as exc:
+            return Extraction.failed(str(exc), source=source)
+        return parse_output(text, self.schema, source=source, char_confidence=chars)
 
     def _merge(self, outputs: Sequence[object], sources: Sequence[str], source: str) -> Extraction:
         """One result from the pages of one document (the schema reads multi-page files as one document)."""
@@ -183,24 +192,12 @@ class InvoiceExtractor:
         texts: list[str] = []
         errors: list[str] = []
         for output, page_source in zip(outputs, sources, strict=True):
-            if isinstance(output, BaseException):
-                errors.append(f"{page_source}: generation failed: {type(output).__name__}: {output}")
-                continue
-            text, chars = (
-                (output.text, output.char_confidence) if isinstance(output, Generation) else (output, None)
-            )
-            if not isinstance(text, str):
-                errors.append(
-                    f"{page_source}: backend returned {type(output).__name__}, expected str or Generation"
-                )
-                continue
-            texts.append(text)
             try:
-                found = find_json_object(text)
-            except ValueError as exc:
+                text, chars = self._text(output)
+                texts.append(text)
+                pages.append(read_output(text, chars))
+            except (_PageFailed, ValueError) as exc:
                 errors.append(f"{page_source}: {exc}")
-                continue
-            pages.append((found.value, field_confidence(found.spans, chars, len(text))))
         raw_text = "\f".join(texts)  # a form feed between pages, as in plain-text page dumps
         if not pages:
             return Extraction(None, raw_text, False, errors, {}, source)
@@ -208,6 +205,16 @@ class InvoiceExtractor:
         return finish_document(
             merged, self.schema, raw_text=raw_text, source=source, confidence=confidence, errors=errors
         )
+
+    def _document(
+        self, outputs: Sequence[object], sources: Sequence[str], document: Document, mode: str
+    ) -> list[Extraction]:
+        """The results of one document from its pages' outputs: one, merged, or one per page."""
+        if len(sources) == 1:
+            return [self._finish(outputs[0], sources[0])]
+        if mode == "merge":
+            return [self._merge(outputs, sources, describe_source(document))]
+        return [self._finish(o, s) for o, s in zip(outputs, sources, strict=True)]
 
     def _generate(self, images: list[Any]) -> list[object]:
         outputs: list[object] = list(self.backend.generate(images, self.prompt))
@@ -236,7 +243,7 @@ class InvoiceExtractor:
     def extract(self, document: Document, *, pages: Literal["merge", "each"] | None = None) -> Extraction:
         """Extract one document (a path, bytes, a PIL image or a `PDFPage`).
 
-        A multi-page file (PDF, multi-frame TIFF) is one document when the schema reads it so (``invoice``: first
+        A multi-page PDF is one document when the schema reads it so (``invoice``: first
         page's header fields, last page's totals, line items of every page; ``pages="merge"`` forces it).
 
         Raises:
@@ -254,9 +261,7 @@ class InvoiceExtractor:
                 source,
             )
         outputs = self._generate([image for image, _ in units])
-        if len(units) == 1:
-            return self._finish(outputs[0], units[0][1])
-        return self._merge(outputs, [src for _, src in units], describe_source(document))
+        return self._document(outputs, [src for _, src in units], document, mode)[0]
 
     def extract_batch(
         self,
@@ -293,16 +298,7 @@ class InvoiceExtractor:
         with tqdm(total=len(docs), disable=not progress, desc="extract", unit="doc") as bar:
 
             def finish(index: int) -> None:
-                if len(sources[index]) == 1:
-                    results[index] = [self._finish(outputs[index][0], sources[index][0])]
-                elif mode == "merge":
-                    source = describe_source(docs[index])
-                    results[index] = [self._merge(outputs[index], sources[index], source)]
-                else:
-                    results[index] = [
-                        self._finish(o, s) for o, s in zip(outputs[index], sources[index], strict=True)
-                    ]
-                del outputs[index], sources[index]
+                results[index] = self._document(outputs.pop(index), sources.pop(index), docs[index], mode)
                 bar.update(1)
 
             def flush() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "finish_document",
     "merge_pages",
     "parse_output",
+    "read_output",
 ]
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -408,8 +409,19 @@ def parse_output(
         (False, {'total': 'Field required'}, '2015-07-05')
     """
     try:
-        found = find_json_object(text)
+        value, confidence = read_output(text, char_confidence)
     except ValueError as exc:
         return Extraction.failed(str(exc), source=source, raw_text=text)
-    confidence = field_confidence(found.spans, char_confidence, len(text))
-    return finish_document(found.value, schema, raw_text=text, source=source, confidence=confidence)
+    return finish_document(value, schema, raw_text=text, source=source, confidence=confidence)
+
+
+def read_output(
+    text: str, char_confidence: Sequence[float] | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The JSON object in a backend's text and its per-field confidence, before normalisation and validation.
+
+    Raises:
+        ValueError: no object could be decoded (see `find_json_object`).
+    """
+    found = find_json_object(text)
+    return found.value, field_confidence(found.spans, char_confidence, len(text))
