@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -21,6 +22,7 @@ from invoice_vlm.errors import DocumentError, MissingDependencyError
 __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
+    "PDF_DPI",
     "TEXT_LAYER",
     "Document",
     "PDFPage",
@@ -38,6 +40,8 @@ MAX_PIXELS = 64_000_000
 """Larger images are refused: a 64-megapixel page is far beyond what any document VLM reads (448 x 448)."""
 MIN_SIDE = 8
 """Smaller images are refused: nothing legible fits in fewer pixels."""
+PDF_DPI = 150
+"""Resolution PDF pages are rendered at unless a `PDFPage` says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class PDFPage:
 
     path: Path
     page: int = 0
-    dpi: int = 150
+    dpi: int = PDF_DPI
 
     def __str__(self) -> str:
         return f"{self.path.name}#page={self.page + 1}"
@@ -81,25 +85,36 @@ def describe_source(doc: object) -> str:
     return repr(doc)
 
 
-def _render_pdf(path: Path, page: int, dpi: int) -> Image.Image:
+def _render_pdf(path: Path, dpi: int, pages: Sequence[int] | None = None) -> tuple[list[Image.Image], int]:
+    """Render ``pages`` of a PDF (every page when ``None``) in one opening; returns them and the page count.
+
+    Each rendered page keeps its text layer in ``image.info[TEXT_LAYER]``.
+    """
     try:
         import pypdfium2 as pdfium
     except ImportError:
         raise MissingDependencyError("Reading PDF files", "pdf", "pypdfium2") from None
-    pdf = pdfium.PdfDocument(str(path))
     try:
-        if not 0 <= page < len(pdf):
-            raise DocumentError(f"{path} has {len(pdf)} page(s); page {page + 1} does not exist.", str(path))
-        pdf_page = pdf[page]
-        image: Image.Image = pdf_page.render(scale=dpi / 72).to_pil()
-        textpage = pdf_page.get_textpage()
-        try:
-            runs = _text_runs(textpage, pdf_page.get_height(), dpi / 72)
-        finally:
-            textpage.close()
-        if runs:
-            image.info[TEXT_LAYER] = runs
-        return image
+        pdf = pdfium.PdfDocument(str(path))
+    except RuntimeError as exc:  # pypdfium2's PdfiumError: not a PDF, encrypted, damaged
+        raise DocumentError(f"Cannot read {str(path)!r} as a PDF: {exc}", str(path)) from None
+    try:
+        count = len(pdf)
+        images = []
+        for page in range(count) if pages is None else pages:
+            if not 0 <= page < count:
+                raise DocumentError(f"{path} has {count} page(s); page {page + 1} does not exist.", str(path))
+            pdf_page = pdf[page]
+            image: Image.Image = pdf_page.render(scale=dpi / 72).to_pil()
+            textpage = pdf_page.get_textpage()
+            try:
+                runs = _text_runs(textpage, pdf_page.get_height(), dpi / 72)
+            finally:
+                textpage.close()
+            if runs:
+                image.info[TEXT_LAYER] = runs
+            images.append(image)
+        return images, count
     finally:
         pdf.close()
 
@@ -107,49 +122,57 @@ def _render_pdf(path: Path, page: int, dpi: int) -> Image.Image:
 def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[TextRun, ...]:
     """Group a PDF text page's characters into runs: one line, no gap wider than about a character's height."""
     runs: list[TextRun] = []
-    chars: list[tuple[str, float, float, float, float]] = []
+    text_of_run: list[str] = []
+    inked: list[
+        tuple[float, float, float, float]
+    ] = []  # left, bottom, right, top of the run's visible characters
 
     def close() -> None:
-        text = "".join(c[0] for c in chars).strip()
-        if text:
-            boxes = [c for c in chars if not c[0].isspace()]
+        text = "".join(text_of_run).strip()
+        if text and inked:
             runs.append(
                 TextRun(
                     text,
-                    min(c[1] for c in boxes) * scale,
-                    (page_height - max(c[4] for c in boxes)) * scale,
-                    max(c[3] for c in boxes) * scale,
-                    (page_height - min(c[2] for c in boxes)) * scale,
+                    min(c[0] for c in inked) * scale,
+                    (page_height - max(c[3] for c in inked)) * scale,
+                    max(c[2] for c in inked) * scale,
+                    (page_height - min(c[1] for c in inked)) * scale,
                 )
             )
-        chars.clear()
+        text_of_run.clear()
+        inked.clear()
 
     count = textpage.count_chars()  # type: ignore[attr-defined]
     text = textpage.get_text_range(0, count) if count else ""  # type: ignore[attr-defined]
+    bottom_of_run = top_of_run = 0.0
     for i in range(min(count, len(text))):
         ch = text[i]
         if ch in "\r\n\x00\ufffe":
             close()
             continue
-        left, bottom, right, top = textpage.get_charbox(i)  # type: ignore[attr-defined]
         if ch.isspace():
-            if chars:
-                chars.append((ch, left, bottom, right, top))
+            if inked:
+                text_of_run.append(ch)
             continue
-        if chars:
-            inked = [c for c in chars if not c[0].isspace()] or chars
-            last = inked[-1]
-            run_bottom, run_top = min(c[2] for c in inked), max(c[4] for c in inked)
-            height = max(run_top - run_bottom, 1.0)
-            same_line = bottom < run_top and top > run_bottom  # overlapping extents: "1.234,50" stays one run
-            if not same_line or left - last[3] > 1.2 * height or left < last[1] - 0.5 * height:
+        left, bottom, right, top = textpage.get_charbox(i)  # type: ignore[attr-defined]
+        if inked:
+            last_left, _, last_right, _ = inked[-1]
+            height = max(top_of_run - bottom_of_run, 1.0)
+            same_line = (
+                bottom < top_of_run and top > bottom_of_run
+            )  # overlapping extents: "1.234,50" is one run
+            if not same_line or left - last_right > 1.2 * height or left < last_left - 0.5 * height:
                 close()
-        chars.append((ch, left, bottom, right, top))
+        if not inked:
+            bottom_of_run, top_of_run = bottom, top
+        bottom_of_run, top_of_run = min(bottom_of_run, bottom), max(top_of_run, top)
+        text_of_run.append(ch)
+        inked.append((left, bottom, right, top))
     close()
     return tuple(runs)
 
 
-def pdf_pages(path: str | os.PathLike[str], dpi: int = 150) -> list[PDFPage]:
+def pdf_pages(path: str | os.PathLike[str], dpi: int = PDF_DPI) -> list[PDFPage]:
     """Every page of a PDF, ready for `InvoiceExtractor.extract_batch`.
 
     Example:
@@ -168,31 +191,18 @@ def pdf_pages(path: str | os.PathLike[str], dpi: int = 150) -> list[PDFPage]:
 
 
 def load_pages(doc: Document) -> list[tuple[Image.Image, str]]:
-    """Open every page of ``doc``: each page of a PDF file, each frame of a multi-frame TIFF, else the one image.
+    """Open every page of ``doc``: each page of a PDF file (rendered in one opening), else the one image.
 
     Pages are named like ``invoice.pdf#page=2`` when there are several.
 
     Raises:
         DocumentError: the document is missing, unreadable, not an image, or of an unusable size.
     """
-    if isinstance(doc, (str, os.PathLike)):
+    if isinstance(doc, (str, os.PathLike)) and Path(doc).suffix.lower() == ".pdf" and Path(doc).is_file():
         path = Path(doc)
-        if path.suffix.lower() == ".pdf" and path.is_file():
-            try:
-                pages = pdf_pages(path)
-            except (
-                OSError,
-                ValueError,
-            ) as exc:  # pypdfium2 raises PdfiumError (a RuntimeError subclass) or OSError
-                raise DocumentError(
-                    f"Cannot read {os.fspath(doc)!r} as a PDF: {exc}", os.fspath(doc)
-                ) from None
-            except RuntimeError as exc:
-                raise DocumentError(
-                    f"Cannot read {os.fspath(doc)!r} as a PDF: {exc}", os.fspath(doc)
-                ) from None
-            if len(pages) > 1:
-                return [load_image(page) for page in pages]
+        images, count = _render_pdf(path, PDF_DPI)
+        sources = [os.fspath(doc)] if count == 1 else [str(PDFPage(path, i, PDF_DPI)) for i in range(count)]
+        return [(_prepared(image, source), source) for image, source in zip(images, sources, strict=True)]
     return [load_image(doc)]
 
 
@@ -208,20 +218,20 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
     source = describe_source(doc)
     try:
         if isinstance(doc, PDFPage):
-            image = _render_pdf(doc.path, doc.page, doc.dpi)
+            image = _render_pdf(doc.path, doc.dpi, [doc.page])[0][0]
         elif isinstance(doc, (str, os.PathLike)):
             path = Path(doc)
             if not path.is_file():
                 raise DocumentError(f"Document {source!r} does not exist or is not a file.", source)
             if path.suffix.lower() == ".pdf":
-                pages = pdf_pages(path)
-                if len(pages) != 1:
+                images, count = _render_pdf(path, PDF_DPI, [0])
+                if count != 1:
                     raise DocumentError(
-                        f"{source!r} has {len(pages)} pages; pass invoice_vlm.inputs.pdf_pages({source!r}) to "
-                        "extract_batch to get one result per page.",
+                        f"{source!r} has {count} pages; pass invoice_vlm.inputs.pdf_pages({source!r}) to "
+                        f"extract_batch to get one result per page, or use invoice_vlm.load_pages({source!r}).",
                         source,
                     )
-                image = _render_pdf(path, 0, pages[0].dpi)
+                image = images[0]
             else:
                 image = Image.open(path)
                 image.load()
@@ -241,6 +251,11 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
             )
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DocumentError(f"Cannot read {source!r} as an image: {exc}", source) from None
+    return _prepared(image, source), source
+
+
+def _prepared(image: Image.Image, source: str) -> Image.Image:
+    """Size-checked, EXIF-rotated, RGB (transparency on white), its PDF text layer kept."""
     if image.width * image.height > MAX_PIXELS:
         raise DocumentError(
             f"{source!r} is {image.width}x{image.height} pixels, more than {MAX_PIXELS:,}; downscale it first.",
@@ -260,4 +275,4 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
         image = image.convert("RGB")
     if text_layer:
         image.info[TEXT_LAYER] = text_layer
-    return image, source
+    return image
