@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -192,9 +193,9 @@ class ObjectNode:
     footer_labels: tuple[str, ...] = ()
     model: type[BaseModel] | None = field(default=None, compare=False, repr=False)
 
-    @property
+    @functools.cached_property
     def leaves(self) -> tuple[LeafField, ...]:
-        """Every leaf below this object, in declaration order."""
+        """Every leaf below this object, in declaration order (computed once: the tree is frozen)."""
         out: list[LeafField] = []
         children: dict[str, LeafField | ObjectNode] = {f.key: f for f in self.fields}
         children.update({s.key: s for s in (*self.sections, *self.tables)})

@@ -408,10 +408,10 @@ def _read_fields(
         for label_box, rest, _rank in sorted(options, key=lambda o: -o[2]):
             if label_box.used:
                 continue
-            value_box, value, plausible = _value_for(page, label_box, rest, labelled, by_key[key])
+            value_box, value, fits = _value_for(page, label_box, rest, labelled, by_key[key])
             if value is None or value_box.used:
                 continue
-            if plausible:
+            if fits:
                 chosen = (label_box, value_box, value)
                 break
             fallback = fallback or (label_box, value_box, value)
@@ -562,12 +562,18 @@ def _two_headers(box: Box, candidates: Sequence[tuple[str, tuple[str, ...]]]) ->
         left, right = " ".join(words[:cut]), " ".join(words[cut:])
         first, second = _whole_label(left, candidates, 0.9), _whole_label(right, candidates, 0.9)
         if first is not None and second is not None and first != second:
-            x = box.x0 + (box.x1 - box.x0) * (len(left) + 1) / (len(box.text) + 1)
-            return [
-                (first, Box(left, box.score, box.points, box.x0, box.y0, x - 4, box.y1)),
-                (second, Box(right, box.score, box.points, x, box.y0, box.x1, box.y1)),
-            ]
+            head, tail = _split_box(box, left, right)
+            return [(first, head), (second, tail)]
     return []
+
+
+def _split_box(box: Box, left: str, right: str) -> tuple[Box, Box]:
+    """``box`` cut in two between the words ``left`` and ``right``, each part as wide as its share of the text."""
+    cut = box.x0 + (box.x1 - box.x0) * (len(left) + 1) / (len(left) + len(right) + 2)
+    return (
+        Box(left, box.score, box.points, box.x0, box.y0, cut, box.y1),
+        Box(right, box.score, box.points, cut, box.y0, box.x1, box.y1),
+    )
 
 
 def _split_across_columns(
@@ -591,10 +597,7 @@ def _split_across_columns(
         or box.x1 - box.x0 < 3 * box.height
     ):
         return [(box, _column_of(box, columns))]
-    share = len(words[-1]) / max(len(box.text), 1)
-    cut = box.x1 - share * (box.x1 - box.x0)
-    head = Box(" ".join(words[:-1]), box.score, box.points, box.x0, box.y0, cut, box.y1)
-    tail = Box(words[-1], box.score, box.points, cut, box.y0, box.x1, box.y1)
+    head, tail = _split_box(box, " ".join(words[:-1]), words[-1])
     box.used = True
     return [(head, by_left), (tail, by_right)]
 
