@@ -13,6 +13,7 @@ so do keys the reference does not have. Accuracy is ``correct / (reference leave
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
@@ -288,9 +289,15 @@ def _canonical(value: Any, leaf: LeafField) -> Any:
     """A printed date, currency or number in canonical form (``"05/07/2015"`` and ``"2015-07-05"`` agree)."""
     if value is _MISSING or not isinstance(value, str):
         return value
+    return _canonical_text(value, leaf.kind, leaf.json_type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_text(value: str, kind: str, json_type: str) -> Any:
+    """Cached: list items are compared pairwise while matching, so the same value is read many times."""
     from invoice_vlm.normalize import normalize_value as normalize_kind
 
-    found = normalize_kind(value, leaf.kind, json_type=leaf.json_type)
+    found = normalize_kind(value, kind, json_type=json_type)
     return value if found.error else found.value
 
 
