@@ -1,0 +1,301 @@
+r"""What a constrained decoder may write for a schema: a bounded JSON schema, and the longest output it allows.
+
+`generation_schema` turns a schema's pydantic JSON schema into the one a grammar engine (xgrammar, vLLM's structured
+outputs) compiles: references inlined, keys in the schema's declared order (the order `SchemaSpec.dumps` writes
+training targets in, so a model is never forced into an order it was not trained on), no keys outside the schema,
+and every string, list and number bounded, so the grammar is finite. Strings get a pattern that excludes the
+characters JSON forbids raw in a string (control characters) and the two it would need escapes for (``"`` and
+``\``); their length is the field's ``max_length`` or `DEFAULT_MAX_LENGTH`. Lists get ``max_items`` or
+`DEFAULT_MAX_ITEMS`; numbers stay within ±`NUMBER_LIMIT`.
+
+`output_bound` is the largest number of UTF-8 bytes a conforming output can have, written with `SEPARATORS`. Every
+token a model emits (bar the end-of-sequence token) is at least one byte, so a constrained output always closes
+within ``max_new_tokens`` when ``max_new_tokens >= output_bound(...)``; a shorter budget can still cut off a model
+that drifts, and that is reported as a cut-off (never completed by guessing).
+
+Example:
+    >>> from invoice_vlm import get_schema
+    >>> schema = generation_schema(get_schema("invoice"))
+    >>> list(schema["properties"])[:3], schema["properties"]["invoice_date"]["pattern"]
+    (['invoice_number', 'invoice_date', 'due_date'], '^\\d{4}-\\d{2}-\\d{2}$')
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from invoice_vlm.schemas import SchemaSpec
+
+__all__ = [
+    "DEFAULT_MAX_ITEMS",
+    "DEFAULT_MAX_LENGTH",
+    "NUMBER_LIMIT",
+    "SEPARATORS",
+    "generation_schema",
+    "output_bound",
+    "target_mismatch",
+]
+
+DEFAULT_MAX_LENGTH = 256
+"""Characters allowed in a string field that declares no ``max_length``."""
+DEFAULT_MAX_ITEMS = 64
+"""Items allowed in a list field that declares no ``max_length``."""
+NUMBER_LIMIT = 10**12
+"""Numbers without declared bounds stay strictly inside ±this (a trillion covers any invoice amount)."""
+SEPARATORS = (", ", ": ")
+"""Item and key separators, as ``json.dumps`` (and so `SchemaSpec.dumps`) writes them."""
+FRACTION_DIGITS = 6  # what xgrammar allows after the point in a bounded number
+STRING_CHARS = (
+    '[^\\x00-\\x1f"\\\\]'  # any character JSON allows raw inside a string, except quote and backslash
+)
+
+
+class _Unbounded(ValueError):
+    pass
+
+
+def _resolve(node: Any, defs: dict[str, Any], where: str, seen: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs, where, seen) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        name = str(node["$ref"]).rsplit("/", 1)[-1]
+        if name in seen:
+            raise _Unbounded(f"{where}: {name} refers to itself, so its outputs have no length bound")
+        if name not in defs:
+            raise _Unbounded(f"{where}: unknown reference {node['$ref']!r}")
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_resolve(copy.deepcopy(defs[name]), defs, where, (*seen, name)), **rest}
+    return {k: _resolve(v, defs, where, seen) for k, v in node.items() if k != "$defs"}
+
+
+def _pattern_width(pattern: str, where: str) -> int:
+    import importlib
+
+    sre_parse = importlib.import_module("re._parser")  # the stdlib's regex parser: the widest match of a pattern
+
+    try:
+        _, widest = sre_parse.parse(pattern).getwidth()
+    except re.error as exc:
+        raise _Unbounded(f"{where}: pattern {pattern!r} does not compile ({exc})") from None
+    if widest >= 1 << 16:
+        raise _Unbounded(
+            f"{where}: pattern {pattern!r} matches strings of any length; give it a bounded quantifier such as "
+            "{1,40}"
+        )
+    return int(widest)
+
+
+_KEYWORDS = frozenset(
+    {"type", "properties", "required", "items", "anyOf", "oneOf", "enum", "const", "pattern", "minimum", "maximum",
+     "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "additionalProperties"}
+)  # fmt: skip
+
+
+def _keywords(node: Any) -> Any:
+    """Only what constrains output (titles, descriptions, labels and defaults are not the grammar's business)."""
+    if isinstance(node, list):
+        return [_keywords(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "properties" in node:
+        node = {**node, "properties": {k: _keywords(v) for k, v in node["properties"].items()}}
+    return {k: (v if k == "properties" else _keywords(v)) for k, v in node.items() if k in _KEYWORDS}
+
+
+def _bound(node: Any, where: str) -> Any:
+    """The node with every string, list and number bounded (a new dict)."""
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for key in ("anyOf", "oneOf"):
+        if key in out:
+            out[key] = [_bound(n, f"{where}") for n in out[key]]
+    if "allOf" in out:
+        raise _Unbounded(f"{where}: allOf is not supported by constrained decoding")
+    kind = out.get("type")
+    if isinstance(kind, list):
+        raise _Unbounded(f"{where}: a field of several types {kind} (write it as Optional/Union instead)")
+    if kind is None and not ({"anyOf", "oneOf", "enum", "const"} & set(out)):
+        raise _Unbounded(f"{where}: the field has no type (Any), so nothing bounds what may be written")
+    if kind == "string" and "enum" not in out and "const" not in out:
+        if "pattern" in out:
+            _pattern_width(str(out["pattern"]), where)
+        else:
+            low = int(out.pop("minLength", 0))
+            high = int(out.pop("maxLength", DEFAULT_MAX_LENGTH))
+            out["pattern"] = f"^{STRING_CHARS}{{{low},{high}}}$"
+        out.pop("format", None)  # a format would replace the pattern in the grammar
+    elif kind in ("number", "integer"):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -NUMBER_LIMIT if kind == "integer" else -NUMBER_LIMIT + 1
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = NUMBER_LIMIT if kind == "integer" else NUMBER_LIMIT - 1
+    elif kind == "array":
+        out.setdefault("maxItems", DEFAULT_MAX_ITEMS)
+        if "prefixItems" in out:
+            raise _Unbounded(f"{where}: tuples (prefixItems) are not supported by constrained decoding")
+        out["items"] = _bound(out.get("items", {}), f"{where}[]")
+    elif kind == "object":
+        properties = out.get("properties") or {}
+        out["properties"] = {k: _bound(v, f"{where}.{k}" if where else k) for k, v in properties.items()}
+        out["additionalProperties"] = False
+    return out
+
+
+@lru_cache(maxsize=64)
+def _cached(model: type, text: str) -> str:
+    raw = json.loads(text)
+    name = getattr(model, "__name__", "schema")
+    try:
+        resolved = _resolve(raw, raw.get("$defs", {}), "")
+        bounded = _bound(resolved, "")
+    except _Unbounded as exc:
+        raise ConfigError(
+            f"schema model {name} cannot be decoded under constraints: {exc}; bound the field (max_length=..., "
+            "a bounded pattern) or pass constrained=False (--no-constrained).",
+            key="constrained",
+        ) from None
+    bounded = _keywords(bounded)
+    output_bound(bounded)  # fails here, once, for a node it cannot measure
+    return json.dumps(bounded, ensure_ascii=False)
+
+
+def generation_schema(spec: SchemaSpec) -> dict[str, Any]:
+    """The bounded JSON schema a constrained decoder compiles for ``spec`` (see the module's description).
+
+    Raises:
+        ConfigError: a field cannot be bounded (``Any``, a self-referencing model, an unbounded pattern).
+    """
+    return json.loads(_cached(spec.model, json.dumps(spec.json_schema(), sort_keys=False)))  # type: ignore[no-any-return]
+
+
+def _number_width(node: dict[str, Any]) -> int:
+    limits = [
+        abs(float(node[k]))
+        for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        if k in node
+    ]
+    digits = len(str(int(max(limits)))) if limits else len(str(NUMBER_LIMIT))
+    fraction = 0 if node.get("type") == "integer" else 1 + FRACTION_DIGITS
+    return 1 + digits + fraction  # sign, integer digits, point and fraction
+
+
+def output_bound(node: dict[str, Any]) -> int:
+    """The most UTF-8 bytes a value conforming to the bounded schema ``node`` can take, written with `SEPARATORS`.
+
+    Example:
+        >>> output_bound({"type": "object", "properties": {"a": {"type": "string", "pattern": "^[A-Z]{3}$"}}})
+        23
+    """
+    if "const" in node:
+        return len(json.dumps(node["const"], ensure_ascii=False).encode())
+    if "enum" in node:
+        return max(len(json.dumps(v, ensure_ascii=False).encode()) for v in node["enum"])
+    branches = node.get("anyOf") or node.get("oneOf")
+    if branches:
+        return max(output_bound(b) for b in branches)
+    kind = node.get("type")
+    if kind == "string":
+        return 2 + 4 * _pattern_width(
+            str(node["pattern"]), "string"
+        )  # quotes, then up to 4 bytes a character
+    if kind in ("number", "integer"):
+        return _number_width(node)
+    if kind == "boolean":
+        return len("false")
+    if kind == "null":
+        return len("null")
+    if kind == "array":
+        items = output_bound(node.get("items", {}))
+        return 2 + int(node["maxItems"]) * (items + len(SEPARATORS[0]))
+    if kind == "object":
+        total = 2
+        for key, child in (node.get("properties") or {}).items():
+            total += len(json.dumps(key, ensure_ascii=False).encode()) + len(SEPARATORS[1])
+            total += output_bound(child) + len(SEPARATORS[0])
+        return total
+    raise ValueError(f"cannot measure a schema node of type {kind!r}")
+
+
+def target_mismatch(text: str, spec: SchemaSpec) -> str | None:
+    """Why constrained decoding could not write training target ``text`` as it is, or ``None`` when it could.
+
+    A model must never be forced into a form it was not trained on: targets written by `SchemaSpec.dumps` (keys
+    in schema order, ``json.dumps`` spacing) fit; indented JSON, another key order, exponents or values past a
+    bound do not, and fine-tuning then saves ``constrained: false``.
+
+    Example:
+        >>> from invoice_vlm import get_schema
+        >>> spec = get_schema("invoice")
+        >>> target_mismatch('{"invoice_number": "7", "invoice_date": "2024-01-31", "total": 3.5}', spec) is None
+        True
+        >>> target_mismatch('{"total": 3.5, "invoice_number": "7", "invoice_date": "2024-01-31"}', spec)
+        "key 'invoice_number' comes after 'total', not in the schema's order"
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"it is not JSON ({exc.msg})"
+    if json.dumps(value, ensure_ascii=False) != text:
+        return "it is not written as json.dumps writes it (', ' and ': ' separators, one line, characters unescaped)"
+    return _mismatch(value, generation_schema(spec), "")
+
+
+def _mismatch(value: Any, node: dict[str, Any], path: str) -> str | None:
+    branches = node.get("anyOf") or node.get("oneOf")
+    if branches:
+        reasons = [_mismatch(value, b, path) for b in branches]
+        return None if any(r is None for r in reasons) else next(r for r in reasons if r)
+    kind = node.get("type")
+    where = path or "the document"
+    if kind == "object" and isinstance(value, dict):
+        order = list(node.get("properties") or {})
+        position = [order.index(k) if k in order else -1 for k in value]
+        for key, place in zip(value, position, strict=True):
+            if place < 0:
+                return f"key {key!r} is not in the schema"
+        for (a, pa), (b, pb) in itertools.pairwise(zip(value, position, strict=True)):
+            if pb < pa:
+                return f"key {b!r} comes after {a!r}, not in the schema's order"
+        for key, child in value.items():
+            reason = _mismatch(child, node["properties"][key], f"{path}.{key}" if path else key)
+            if reason:
+                return reason
+        return None
+    if kind == "array" and isinstance(value, list):
+        if len(value) > int(node["maxItems"]):
+            return f"{where} has {len(value)} items, more than its bound of {node['maxItems']}"
+        for i, item in enumerate(value):
+            reason = _mismatch(item, node.get("items", {}), f"{path}[{i}]")
+            if reason:
+                return reason
+        return None
+    if kind == "string" and isinstance(value, str):
+        if "pattern" in node and not re.fullmatch(
+            str(node["pattern"]).removeprefix("^").removesuffix("$"), value
+        ):
+            return f"{where}: {value!r} does not fit {node['pattern']!r} (too long, or a quote or backslash in it)"
+        return None
+    if kind in ("number", "integer") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        written = json.dumps(value)
+        if "e" in written.lower() or len(written.partition(".")[2]) > FRACTION_DIGITS:
+            return f"{where}: {written} has an exponent or more than {FRACTION_DIGITS} decimals"
+        return None
+    if kind == "boolean" and isinstance(value, bool):
+        return None
+    if kind == "null" and value is None:
+        return None
+    if "enum" in node or "const" in node:
+        allowed = node.get("enum", [node.get("const")])
+        return None if value in allowed else f"{where}: {value!r} is not one of {allowed!r}"
+    return f"{where}: {json.dumps(value, ensure_ascii=False)[:40]} is not a {kind}"
