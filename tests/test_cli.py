@@ -82,6 +82,22 @@ def test_extract_with_tiny_model(capsys, tiny_model, tmp_path):
     assert "1 could not be processed" in err
 
 
+def test_extract_constrained_flags(capsys, tiny_model, tmp_path):
+    pytest.importorskip("xgrammar")
+    path = tmp_path / "doc.png"
+    Image.new("RGB", (90, 70), "white").save(path)
+    common = [str(path), "--model", str(tiny_model), "--schema", "pallet_label", "--no-progress"]
+    code, out, err = run(capsys, "extract", *common, "--constrained", "--max-new-tokens", "8")
+    constrained = json.loads(out)
+    assert code == 0, err
+    assert constrained["raw_text"].startswith('{"route": "')  # the schema's first key, as trained
+    assert "cut off" in constrained["errors"][0]  # 8 tokens cannot hold a label: reported, never completed
+    code, out, err = run(capsys, "extract", *common, "--no-constrained", "--max-new-tokens", "8")
+    assert code == 0 and not json.loads(out)["raw_text"].startswith(
+        '{"route"'
+    )  # random weights, unconstrained
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

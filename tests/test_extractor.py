@@ -68,12 +68,53 @@ def test_extract_raises_for_unreadable_document():
 
 def test_backend_returning_wrong_count_is_retried_per_item():
     class Short:
-        def generate(self, images, prompt):
-            return [GOOD]
+        def generate(self, images, request):
+            return [Generation(GOOD)]
 
     ex = InvoiceExtractor(backend=Short(), schema="pallet_label")
     results = ex.extract_batch(images(3), progress=False)
     assert [r.valid for r in results] == [True, True, True]  # retried one by one, each then gets one answer
+
+
+def test_old_backend_contract_is_refused_with_what_to_change():
+    class OldStyle:
+        def generate(self, images, prompt):
+            return ["{}" for _ in images]
+
+    class Binder:
+        def bind_schema(self, schema):
+            pass
+
+        def generate(self, images, request):
+            return [Generation("{}") for _ in images]
+
+    for backend in (OldStyle(), Binder()):
+        with pytest.raises(
+            TypeError, match=r"old backend contract .*generate\(images, request\) -> list\[Generation\]"
+        ):
+            InvoiceExtractor(backend=backend, schema="pallet_label")
+
+    class TextBack:  # the new signature, but text back instead of Generation: every page says why
+        def generate(self, images, request):
+            return [GOOD for _ in images]
+
+    results = InvoiceExtractor(backend=TextBack(), schema="pallet_label").extract_batch(
+        images(2), progress=False
+    )
+    assert all(not r.valid and "it returned text, not Generation" in r.errors[0] for r in results)
+
+
+def test_request_carries_prompt_schema_and_settings():
+    backend = FakeBackend({"route": "R1"})  # structured data: used as is, nothing parsed
+    ex = InvoiceExtractor(backend=backend, schema="pallet_label")
+    result = ex.extract(images(1)[0])
+    request = backend.requests[0]
+    assert request.prompt == ex.prompt and request.schema is ex.schema
+    assert not request.constrained and request.json_schema == {}
+    assert result.partial == {"route": "R1"} and result.raw_text == '{"route": "R1"}'
+    assert ex.generation is None and not ex.constrained  # a backend without decoding settings
+    with pytest.raises(ConfigError, match="does not decode"):
+        InvoiceExtractor(backend=backend, schema="pallet_label", constrained=True)
 
 
 def test_constructor_validates_inputs():
@@ -105,7 +146,8 @@ def test_save_and_reload_through_registered_backend(tmp_path, fake_plugin):
         and saved["prompt"] == "read the label"
         and saved["backend"] == "fake"
     )
-    assert saved["schema_version"] == "1" and "version" in saved
+    assert saved["schema_version"] == "2" and "version" in saved
+    assert "generation" in saved and saved["generation"] == {}  # FakeBackend does not decode
     # The saved directory supplies schema, prompt and backend by itself.
     (out / "answer.txt").write_text(GOOD)
 

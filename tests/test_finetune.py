@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -57,10 +58,14 @@ def test_end_to_end_memorizes_four_documents(tiny_model, four_documents, tmp_pat
     ex = InvoiceExtractor.from_pretrained(result.output_dir)
     assert ex.prompt == PROMPT and ex.schema.name == "pallet_label"
     rows = load(four_documents, schema="pallet_label")["train"]
+    assert ex.constrained == (importlib.util.find_spec("xgrammar") is not None)
+    free = InvoiceExtractor.from_pretrained(result.output_dir, constrained=False)
     for row in rows:
         got = ex.extract(row["image"])
         assert got.valid, got.errors
         assert got.to_dict() == json.loads(row["target"])
+        # Constraints never change what a trained model writes on its training documents.
+        assert free.extract(row["image"]).raw_text == got.raw_text == row["target"]
 
 
 def test_output_directory_card_and_evaluation(tiny_model, split_documents, tmp_path):
@@ -226,6 +231,19 @@ def test_resume_reaches_the_same_final_step(tiny_model, four_documents, tmp_path
     assert resumed.metrics["global_step"] == 4
     log = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert log[-1]["epoch"] == 4
+
+
+def test_targets_the_grammar_cannot_write_save_unconstrained():
+    from invoice_vlm import get_schema
+    from invoice_vlm.data.synth import sample
+    from invoice_vlm.finetune.train import _constrainable
+
+    spec = get_schema("pallet_label")
+    targets = [spec.dumps(sample(spec, seed)) for seed in range(3)]
+    assert _constrainable(targets, spec)
+    indented = [*targets, json.dumps(sample(spec, 9), indent=2)]
+    with pytest.warns(InvoiceVLMWarning, match=r"training target 3 .*saved with constrained=false"):
+        assert not _constrainable(indented, spec)
 
 
 def test_config_files_and_validation(tmp_path):

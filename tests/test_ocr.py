@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from invoice_vlm import InvoiceExtractor, get_schema
-from invoice_vlm.backends.ocr.layout import Box, parse_layout, to_json_with_confidence
+from invoice_vlm.backends.ocr.layout import Box, parse_layout
 from invoice_vlm.errors import ModelLoadError
 from invoice_vlm.metrics import field_accuracy
 from invoice_vlm.normalize import normalize_document
@@ -144,13 +144,6 @@ def test_invoice_sections_tables_and_numbers():
     get_schema("invoice").validate_data(data)
 
 
-def test_json_with_confidence_matches_json_dumps():
-    data = {"a": 'x"y', "b": [1, {"c": None}], "d": 2.5}
-    text, scores = to_json_with_confidence(data, {"a": 0.5, "b[1].c": 0.25})
-    assert text == json.dumps(data) and len(scores) == len(text)
-    assert scores[text.index("x")] == 0.5 and scores[text.index("null")] == 0.25 and scores[0] == 1.0
-
-
 # --- end to end with RapidOCR --------------------------------------------------------------------------------------
 
 rapidocr = pytest.importorskip("rapidocr")
@@ -167,6 +160,28 @@ def test_example_document_reads_exactly(ocr_pallet):
     assert result.valid, result.errors
     assert result.to_dict() == json.loads((EXAMPLES / "pallet_label.json").read_text())
     assert 0.5 < result.confidence["shipment_id"] <= 1.0
+
+
+@pytest.mark.slow
+def test_one_backend_serves_two_schemas_interleaved(ocr_pallet):
+    """The schema travels with each request: one OCR engine, two extractors, calls interleaved, each read right."""
+    from invoice_vlm.data.synth import generate
+
+    backend = ocr_pallet.backend
+    invoices = InvoiceExtractor(backend, "invoice")
+    pallets = InvoiceExtractor(backend, "pallet_label")
+    docs = [generate("invoice", 910 + i, template="classic") for i in range(2)]
+    expected_pallet = json.loads((EXAMPLES / "pallet_label.json").read_text())
+    for doc in docs:
+        pallet = pallets.extract(EXAMPLES / "pallet_label.jpg")
+        invoice = invoices.extract(doc.image)
+        assert pallet.valid and pallet.to_dict() == expected_pallet
+        assert invoice.valid, invoice.errors
+        assert invoice.to_dict()["invoice_number"] == doc.data["invoice_number"]
+        assert invoice.to_dict()["total"] == doc.data["total"]
+    # Structured data came back: nothing was written out as text to be parsed back.
+    generation = backend.generate([docs[0].image], invoices.request)[0]
+    assert generation.text is None and generation.data is not None and generation.field_confidence
 
 
 @pytest.mark.slow

@@ -100,7 +100,7 @@ def test_build_is_deterministic(tmp_path, tiny_model):
 
 def test_adapter_alone_resolves_base_and_matches_plain_peft(tiny_model, adapter_dir):
     ex = InvoiceExtractor.from_pretrained(
-        adapter_dir, schema="pallet_label", generation={"max_new_tokens": 24}
+        adapter_dir, schema="pallet_label", generation={"max_new_tokens": 24}, constrained=False
     )
     assert ex.backend.base_model == str(tiny_model)
     assert ex.backend.adapter == str(adapter_dir)
@@ -131,7 +131,7 @@ def test_extract_batch_agrees_and_confidence_is_reported(tiny_model, adapter_dir
     batch = ex.extract_batch(docs, batch_size=2, progress=False)
     singles = [ex.extract(d) for d in docs]
     assert [r.raw_text for r in batch] == [r.raw_text for r in singles]
-    gen = ex.backend.generate([docs[0]], ex.prompt)[0]
+    gen = ex.backend.generate([docs[0]], ex.request)[0]
     assert gen.char_confidence is not None and len(gen.char_confidence) == len(gen.text)
     assert all(0.0 <= c <= 1.0 for c in gen.char_confidence)
 
@@ -145,7 +145,12 @@ def test_save_and_reload_give_identical_output(tiny_model, adapter_dir, tmp_path
     assert {CONFIG_NAME, "adapter_model.safetensors", "adapter_config.json", "processor_config.json"} <= names
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
     saved = json.loads((out / CONFIG_NAME).read_text())
-    assert saved["generation"] == {"max_new_tokens": 20, "num_beams": 1}
+    assert saved["generation"] == {
+        "max_new_tokens": 20,
+        "min_new_tokens": 0,
+        "num_beams": 1,
+        "constrained": None,
+    }
     assert saved["base_model"] == str(tiny_model)
     again = InvoiceExtractor.from_pretrained(out)
     assert again.prompt == PROMPT and again.schema.name == "pallet_label"
@@ -196,3 +201,31 @@ def test_cuda_defaults_to_bfloat16(adapter_dir):
     )
     assert ex.backend.device == "cuda" and ex.backend.dtype == torch.bfloat16
     assert isinstance(ex.extract(doc(0)).raw_text, str)
+
+
+def test_char_confidence_is_linear_and_exact(tiny_model):
+    """The incremental mapping gives what decoding every prefix gives, byte-fallback characters included."""
+    from transformers import AutoProcessor
+
+    from invoice_vlm.backends.paligemma import char_confidence
+
+    tokenizer = AutoProcessor.from_pretrained(tiny_model).tokenizer
+    text = '{"destination": "Société Générale, 12 € — Zürich", "route": "V183-RZ-924"}'
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert any(
+        tokenizer.convert_ids_to_tokens(i).startswith("<0x") for i in ids
+    )  # bytes, not only whole tokens
+    probs = [0.5 + (i % 5) / 10 for i in range(len(ids))]
+    decoded, scores = char_confidence(tokenizer, ids, probs)
+    owners: list[int] = []  # for every byte of the text, the token that wrote it
+    for k, piece in enumerate(tokenizer.convert_ids_to_tokens(ids)):
+        is_byte = piece.startswith("<0x") and piece.endswith(">")
+        written = bytes([int(piece[3:-1], 16)]) if is_byte else piece.replace("\u2581", " ").encode()
+        owners.extend([k] * len(written))
+    expected, at = [], 0
+    for char in text:  # a character's score: the lowest probability among the tokens that wrote its bytes
+        width = len(char.encode())
+        expected.append(min(probs[k] for k in owners[at : at + width]))
+        at += width
+    assert decoded == text and at == len(owners)
+    assert list(scores) == pytest.approx(expected)

@@ -13,7 +13,7 @@ import random
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from invoice_vlm import SchemaSpec
+from invoice_vlm import Generation, SchemaSpec
 from invoice_vlm.metrics import Metric
 from invoice_vlm.schemas.fields import field_info
 
@@ -88,6 +88,14 @@ class EchoBackend:
     def from_pretrained(cls, model=None, *, adapter=None, device=None, dtype=None, **options):
         return cls()
 
+    def generate(self, images, request):
+        assert request.schema.name == "ticket" and request.prompt == request.schema.prompt
+        return [Generation('{"number": "T-77", "amount": "12,50"}') for _ in images]
+
+
+class OldEchoBackend(EchoBackend):
+    """The same backend written to the old contract: the prompt as text, text back."""
+
     def generate(self, images, prompt):
         return ['{"number": "T-77", "amount": "12,50"}' for _ in images]
 
@@ -106,6 +114,7 @@ def plugin_package(monkeypatch, fresh_registries):
         "invoice_vlm.synth": {"ticket": "tests.test_plugins:TICKET_SYNTH"},
         "invoice_vlm.backends": {
             "echo": "tests.test_plugins:EchoBackend",
+            "old_echo": "tests.test_plugins:OldEchoBackend",
             "ocr": "invoice_vlm.backends.ocr:OCRBackend",
         },
     }
@@ -163,6 +172,21 @@ def test_a_new_backend_runs_through_the_cli(plugin_package, tmp_path, capsys):
     record = json.loads(out)
     assert record["valid"] and record["data"] == {"number": "T-77", "amount": 12.5}
     assert record["printed"] == {"amount": "12,50"}
+
+
+def test_a_backend_to_the_old_contract_gets_one_clear_error(plugin_package, tmp_path, capsys):
+    from PIL import Image
+
+    from invoice_vlm.cli import main
+
+    Image.new("RGB", (80, 60), "white").save(tmp_path / "t.png")
+    code = main(
+        ["extract", str(tmp_path / "t.png"), "--backend", "old_echo", "--schema", "ticket", "--no-progress"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "old backend contract generate(images, prompt)" in err
+    assert "generate(images, request) -> list[Generation]" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ Importing this package is light: torch, transformers and peft load only when a m
 
 from __future__ import annotations
 
-from invoice_vlm.backends import Backend, Generation, get_backend, list_backends
+from invoice_vlm.backends import Backend, Generation, GenerationRequest, get_backend, list_backends
 from invoice_vlm.config import GenerationSettings, package_version
 from invoice_vlm.errors import InvoiceVLMError
 from invoice_vlm.evaluation import EvaluationReport, evaluate
@@ -27,6 +27,7 @@ __all__ = [
     "EvaluationReport",
     "Extraction",
     "Generation",
+    "GenerationRequest",
     "GenerationSettings",
     "InvoiceExtractor",
     "InvoiceVLMError",

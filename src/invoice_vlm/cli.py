@@ -62,7 +62,23 @@ def _load_extractor(args: argparse.Namespace) -> Any:
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
+        constrained=args.constrained,
+        **_generation_override(args),
     )
+
+
+def _generation_override(args: argparse.Namespace) -> dict[str, Any]:
+    """``generation=`` for --max-new-tokens: the saved settings with that one changed."""
+    if args.max_new_tokens is None:
+        return {}
+    from invoice_vlm.config import CONFIG_NAME, ExtractorConfig
+
+    saved: dict[str, Any] = {}
+    for ref in (args.adapter, args.model):
+        if ref is not None and (Path(ref).expanduser() / CONFIG_NAME).is_file():
+            saved = dict(ExtractorConfig.load(Path(ref).expanduser()).generation)
+            break
+    return {"generation": {**saved, "max_new_tokens": args.max_new_tokens}}
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -92,6 +108,18 @@ def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False
     p.add_argument("--backend", "-b", help="registered backend name (default: paligemma)")
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on cuda, else float32)")
+    p.add_argument(
+        "--constrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="constrain decoding to the schema, so every output parses and fits it (default: on when the "
+        "'constrained' extra is installed and decoding is greedy, or what the model directory saved)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="most tokens generated per page (default: the model directory's, or 512)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,9 +54,39 @@ class GenerationSettings:
         default=512,
         metadata={"help": "Most tokens generated per document; a cut-off output is reported, not guessed."},
     )
+    min_new_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Fewest tokens generated per document (benchmarks force equal output lengths with it)."
+        },
+    )
     num_beams: int = field(default=1, metadata={"help": "Beam search width; 1 is greedy decoding."})
+    constrained: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Constrain decoding to the schema (xgrammar): the output always parses and fits the schema's "
+            "types. None: on when the backend can (the 'constrained' extra is installed) and decoding is greedy."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.constrained is not None and not isinstance(self.constrained, bool):
+            raise ConfigError(f"constrained must be true, false or null, got {self.constrained!r}.")
+        if not isinstance(self.min_new_tokens, int) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(
+                f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
+                f"got {self.min_new_tokens!r}."
+            )
+        if self.constrained and self.min_new_tokens:
+            raise ConfigError(
+                "min_new_tokens cannot be combined with constrained decoding: it would force tokens past the end "
+                "of a finished document; set min_new_tokens=0, or constrained=False."
+            )
+        if self.constrained and self.num_beams != 1:
+            raise ConfigError(
+                f"constrained decoding works with greedy decoding only (num_beams=1), not num_beams={self.num_beams}; "
+                "set num_beams=1, or constrained=False (--no-constrained) to search beams unconstrained."
+            )
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
         if not isinstance(self.num_beams, int) or self.num_beams < 1:

@@ -288,7 +288,8 @@ def evaluate(
         "prompt": extractor.prompt,
         "dataset": source_name,
         "split": split,
-        "base_model": getattr(extractor.backend, "base_model", None),
-        "adapter": getattr(extractor.backend, "adapter", None),
+        "base_model": extractor.info.base_model,
+        "adapter": extractor.info.adapter,
+        "constrained": extractor.constrained,
     }
     return score([r.raw_text for r in results], targets, extractor.schema, sources=sources, info=info)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from invoice_vlm.backends import Backend, Generation, get_backend
-from invoice_vlm.config import ExtractorConfig, GenerationSettings
-from invoice_vlm.errors import BackendError, ConfigError, DocumentError, InvoiceVLMWarning
+from invoice_vlm.backends import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    check_outputs,
+    describe_backend,
+    get_backend,
+)
+from invoice_vlm.config import ExtractorConfig, GenerationSettings, from_dict
+from invoice_vlm.errors import ConfigError, DocumentError, InvoiceVLMWarning
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.inputs import Document, describe_source, load_pages
-from invoice_vlm.parsing import finish_document, merge_pages, parse_output, read_output
+from invoice_vlm.parsing import finish_document, merge_pages, read_output
 from invoice_vlm.schemas import SchemaSpec, get_schema, resolve_schema
 
 __all__ = ["InvoiceExtractor"]
@@ -22,7 +30,7 @@ _PENDING: Any = object()
 
 
 class _PageFailed(Exception):
-    """A page's output is no text to parse (its generation failed, or the backend returned something else)."""
+    """A page has no output to read (its generation failed)."""
 
 
 def _saved_config(*refs: str | Path | None) -> tuple[ExtractorConfig | None, Path | None]:
@@ -40,19 +48,27 @@ def _saved_config(*refs: str | Path | None) -> tuple[ExtractorConfig | None, Pat
 class InvoiceExtractor:
     """Extract validated JSON from documents with any backend.
 
+    The backend is checked against its contract once, here (`invoice_vlm.backends.describe_backend`), and every
+    call sends it the same typed `GenerationRequest`: prompt, schema, decoding settings and whether to constrain.
+
     Args:
-        backend: any object with ``generate(images, prompt)`` (see `invoice_vlm.backends.Backend`).
+        backend: any object with ``generate(images, request)`` (see `invoice_vlm.backends.Backend`).
         schema: a registered schema name or a `SchemaSpec`.
         prompt: the prompt to send; defaults to the schema's. Set it only to match how a model was trained.
         backend_name: the registry name saved in ``invoice_vlm.json`` (defaults to the backend's ``name``).
+        generation: decoding settings (a `GenerationSettings` or a dict of its fields); the backend's defaults when
+            ``None``. Only for backends that decode (those with a ``generation`` capability).
+        constrained: constrain decoding to the schema; overrides ``generation.constrained``. ``None`` turns it on
+            when the backend can and decoding is greedy.
 
     Example:
         >>> from invoice_vlm import InvoiceExtractor
         >>> from invoice_vlm.testing import FakeBackend
-        >>> ex = InvoiceExtractor(backend=FakeBackend('{"total": 3}'), schema="pallet_label")
+        >>> ex = InvoiceExtractor(backend=FakeBackend('{"invoice_number": "7", "total": 3}'), schema="invoice")
         >>> from PIL import Image
-        >>> ex.extract(Image.new("RGB", (64, 64), "white")).valid
-        False
+        >>> result = ex.extract(Image.new("RGB", (64, 64), "white"))
+        >>> result.valid, result.field_errors
+        (False, {'invoice_date': 'Field required'})
     """
 
     def __init__(
@@ -62,24 +78,84 @@ class InvoiceExtractor:
         *,
         prompt: str | None = None,
         backend_name: str | None = None,
+        generation: GenerationSettings | dict[str, Any] | None = None,
+        constrained: bool | None = None,
     ) -> None:
-        if not callable(getattr(backend, "generate", None)):
-            raise TypeError(
-                f"backend must have a generate(images, prompt) method, got {type(backend).__name__}; "
-                "see invoice_vlm.backends.Backend."
-            )
+        self.info = describe_backend(backend, backend_name)
         self.backend = backend
         self.schema = resolve_schema(schema)
-        bind = getattr(backend, "bind_schema", None)
-        if callable(bind):
-            bind(self.schema)  # backends that parse layouts (ocr) need the schema, not only its prompt
         self.prompt = prompt if prompt is not None else self.schema.prompt
         if "<image>" in self.prompt:
             raise ValueError("The prompt must not contain '<image>'; the backend adds the image tokens.")
-        self.backend_name = backend_name or getattr(backend, "name", None) or type(backend).__name__
+        self.backend_name = self.info.name
+        self.generation = self._settings(generation, constrained)
+        self.constrained = self._constrain()
+        self.request = GenerationRequest(
+            prompt=self.prompt,
+            schema=self.schema,
+            settings=self.generation or GenerationSettings(),
+            constrained=self.constrained,
+        )
+
+    def _settings(
+        self, generation: GenerationSettings | dict[str, Any] | None, constrained: bool | None
+    ) -> GenerationSettings | None:
+        """The decoding settings: given, else the backend's defaults; ``None`` for a backend that does not decode."""
+        if isinstance(generation, dict):
+            generation = from_dict(GenerationSettings, generation, where="generation settings")
+        if generation is not None and not isinstance(generation, GenerationSettings):
+            raise TypeError(
+                f"generation must be a GenerationSettings or a dict, got {type(generation).__name__}."
+            )
+        if self.info.generation is None:
+            if generation is not None or constrained:
+                raise ConfigError(
+                    f"backend {self.backend_name!r} does not decode text, so it takes no generation settings and "
+                    "cannot constrain decoding; drop generation=/constrained= (--constrained).",
+                    key="generation",
+                )
+            return None
+        settings = generation or self.info.generation
+        if constrained is not None:
+            settings = dataclasses.replace(
+                settings, constrained=constrained
+            )  # checks beams against constraints
+        return settings
+
+    def _constrain(self) -> bool:
+        """Whether requests are constrained: asked for, or ``None`` and the backend can (with greedy decoding)."""
+        settings = self.generation
+        if settings is None:
+            return False
+        if settings.constrained is False:
+            return False
+        if not self.info.constrained_decoding:
+            if settings.constrained:
+                raise ConfigError(
+                    f"constrained decoding was asked for, but backend {self.backend_name!r} cannot constrain its "
+                    "output here. The paligemma backend needs the 'constrained' extra (pip install "
+                    "'invoice-vlm[constrained]', which brings xgrammar); or pass constrained=False "
+                    "(--no-constrained).",
+                    key="constrained",
+                )
+            return False
+        if settings.constrained is None and (settings.num_beams != 1 or settings.min_new_tokens):
+            return False
+        if settings.constrained is None:
+            from invoice_vlm.constraints import generation_schema
+
+            try:
+                generation_schema(self.schema)
+            except ConfigError as exc:
+                warnings.warn(f"decoding unconstrained: {exc}", InvoiceVLMWarning, stacklevel=3)
+                return False
+        return True
 
     def __repr__(self) -> str:
-        return f"InvoiceExtractor(backend={self.backend_name!r}, schema={self.schema.name!r}, prompt={self.prompt!r})"
+        return (
+            f"InvoiceExtractor(backend={self.backend_name!r}, schema={self.schema.name!r}, prompt={self.prompt!r}, "
+            f"constrained={self.constrained})"
+        )
 
     @classmethod
     def from_pretrained(
@@ -92,6 +168,8 @@ class InvoiceExtractor:
         device: str | None = None,
         dtype: str | None = None,
         prompt: str | None = None,
+        generation: GenerationSettings | dict[str, Any] | None = None,
+        constrained: bool | None = None,
         **backend_options: Any,
     ) -> InvoiceExtractor:
         """Load a model by id or directory, with an optional adapter, for a schema.
@@ -109,7 +187,10 @@ class InvoiceExtractor:
             device: ``"cuda"``, ``"cpu"``...; auto when ``None`` (CUDA when present).
             dtype: ``"bfloat16"``, ``"float32"``...; auto when ``None`` (bfloat16 on CUDA, else float32).
             prompt: override the schema's prompt (only to match how a model was trained).
-            **backend_options: passed to the backend's ``from_pretrained`` (e.g. ``generation={...}``).
+            generation: decoding settings (``{"max_new_tokens": 256}``...); a saved directory's when ``None``.
+            constrained: constrain decoding to the schema (``None``: on when the backend can, e.g. paligemma with
+                the ``constrained`` extra installed, and decoding is greedy). Saved in ``invoice_vlm.json``.
+            **backend_options: passed to the backend's ``from_pretrained`` (e.g. ``params={...}`` for ocr).
 
         Example:
             >>> # ex = InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448",
@@ -146,8 +227,8 @@ class InvoiceExtractor:
                     InvoiceVLMWarning,
                     stacklevel=2,
                 )
-            if saved.generation:  # backends without decoding settings (ocr) save none
-                backend_options.setdefault("generation", saved.generation_settings())
+            if saved.generation and generation is None:  # backends without decoding settings (ocr) save none
+                generation = saved.generation_settings()
             schema, prompt, backend = spec, saved.prompt, saved.backend
         if schema is None:
             raise ConfigError(
@@ -159,32 +240,49 @@ class InvoiceExtractor:
         loaded = factory.from_pretrained(
             model, adapter=adapter, device=device, dtype=dtype, **backend_options
         )
-        return cls(loaded, spec, prompt=prompt, backend_name=backend_name)
+        return cls(
+            loaded,
+            spec,
+            prompt=prompt,
+            backend_name=backend_name,
+            generation=generation,
+            constrained=constrained,
+        )
 
-    @property
-    def generation(self) -> GenerationSettings | None:
-        """The backend's decoding settings, when it has any."""
-        settings = getattr(self.backend, "generation", None)
-        return settings if isinstance(settings, GenerationSettings) else None
-
-    def _text(self, output: object) -> tuple[str, Sequence[float] | None]:
-        """A backend's output for one page as text and per-character confidence; `_PageFailed` when it is none."""
+    def _generation(self, output: object) -> Generation:
         if isinstance(output, BaseException):
             raise _PageFailed(f"generation failed: {type(output).__name__}: {output}")
-        if isinstance(output, Generation):
-            return output.text, output.char_confidence
-        if isinstance(output, str):
-            return output, None
-        raise _PageFailed(
-            f"backend {self.backend_name!r} returned {type(output).__name__}, expected str or Generation"
-        )
+        assert isinstance(output, Generation)  # check_outputs made sure
+        return output
+
+    def _raw_text(self, generation: Generation) -> str:
+        return generation.text if generation.text is not None else self.schema.dumps(generation.data or {})
+
+    def _read(self, output: object) -> tuple[dict[str, Any], dict[str, float], str]:
+        """A page's object, per-field confidence and raw text; text is parsed only when the backend gave no data.
+
+        Raises:
+            _PageFailed: the page's generation failed.
+            ValueError: its text holds no JSON object.
+        """
+        generation = self._generation(output)
+        raw_text = self._raw_text(generation)
+        if generation.data is not None:
+            return dict(generation.data), dict(generation.field_confidence or {}), raw_text
+        value, confidence = read_output(raw_text, generation.char_confidence)
+        return value, {**confidence, **(generation.field_confidence or {})}, raw_text
 
     def _finish(self, output: object, source: str) -> Extraction:
         try:
-            text, chars = self._text(output)
+            generation = self._generation(output)
         except _PageFailed as exc:
             return Extraction.failed(str(exc), source=source)
-        return parse_output(text, self.schema, source=source, char_confidence=chars)
+        raw_text = self._raw_text(generation)
+        try:
+            value, confidence, _ = self._read(generation)
+        except ValueError as exc:
+            return Extraction.failed(str(exc), source=source, raw_text=raw_text)
+        return finish_document(value, self.schema, raw_text=raw_text, source=source, confidence=confidence)
 
     def _merge(self, outputs: Sequence[object], sources: Sequence[str], source: str) -> Extraction:
         """One result from the pages of one document (the schema reads multi-page files as one document)."""
@@ -193,9 +291,9 @@ class InvoiceExtractor:
         errors: list[str] = []
         for output, page_source in zip(outputs, sources, strict=True):
             try:
-                text, chars = self._text(output)
+                value, confidence, text = self._read(output)
                 texts.append(text)
-                pages.append(read_output(text, chars))
+                pages.append((value, confidence))
             except (_PageFailed, ValueError) as exc:
                 errors.append(f"{page_source}: {exc}")
         raw_text = "\f".join(texts)  # a form feed between pages, as in plain-text page dumps
@@ -217,13 +315,9 @@ class InvoiceExtractor:
         return [self._finish(o, s) for o, s in zip(outputs, sources, strict=True)]
 
     def _generate(self, images: list[Any]) -> list[object]:
-        outputs: list[object] = list(self.backend.generate(images, self.prompt))
-        if len(outputs) != len(images):
-            raise BackendError(
-                f"backend {self.backend_name!r} returned {len(outputs)} outputs for {len(images)} images.",
-                self.backend_name,
-            )
-        return outputs
+        return list(
+            check_outputs(self.backend.generate(images, self.request), len(images), self.backend_name)
+        )
 
     def _generate_each(self, images: list[Any]) -> list[object]:
         """Generate for a batch; when the batch fails, each image alone, so one bad item does not sink the rest."""
@@ -337,17 +431,16 @@ class InvoiceExtractor:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        saver = getattr(self.backend, "save_pretrained", None)
-        if callable(saver):
-            saver(directory)
+        if self.info.saves:
+            self.backend.save_pretrained(directory)  # type: ignore[attr-defined]
         settings = self.generation
         config = ExtractorConfig(
             schema=self.schema.name,
             prompt=self.prompt,
             backend=self.backend_name,
-            generation=vars(settings).copy() if settings is not None else {},
+            generation=dataclasses.asdict(settings) if settings is not None else {},
             schema_version=self.schema.version,
-            base_model=getattr(self.backend, "base_model", None),
+            base_model=self.info.base_model,
         )
         config.save(directory)
         return directory

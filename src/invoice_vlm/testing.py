@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.backends import Generation
+from invoice_vlm.backends import Generation, GenerationRequest
 from invoice_vlm.schemas import LeafField, SchemaSpec, list_schemas, resolve_schema
 
 if TYPE_CHECKING:
@@ -109,6 +109,8 @@ def build_tiny_paligemma(
     num_layers: int = 2,
     vocab_size: int = 700,
     num_heads: int = 2,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 1,
     initializer_range: float = 0.3,
     schemas: Sequence[str | SchemaSpec] | None = None,
 ) -> Path:
@@ -128,6 +130,8 @@ def build_tiny_paligemma(
         hidden_size: width of the language model (128 lets a LoRA adapter memorize a few full pallet labels).
         num_layers: layers of the language model.
         num_heads: attention heads of the language model (one key/value head, as in PaliGemma-3B's Gemma).
+        vision_hidden_size: width of the vision tower (benchmarks use a larger one than tests).
+        vision_layers: layers of the vision tower.
         initializer_range: standard deviation of the language model's initial weights, embeddings included.
         vocab_size: BPE vocabulary size to train (before PaliGemma's 1152 location/segmentation tokens).
         schemas: schemas whose JSON the tokenizer should cover (default: all registered).
@@ -179,9 +183,9 @@ def build_tiny_paligemma(
     config = PaliGemmaConfig(
         vision_config={
             "model_type": "siglip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": vision_hidden_size * 2,
+            "num_hidden_layers": vision_layers,
             "num_attention_heads": 2,
             "image_size": image_size,
             "patch_size": patch_size,
@@ -216,45 +220,59 @@ def build_tiny_paligemma(
     return out
 
 
-Response = str | Generation | BaseException | Callable[["Image.Image", str], "str | Generation"]
+Response = (
+    str | dict[str, Any] | Generation | BaseException | Callable[["Image.Image", GenerationRequest], Any]
+)
 
 
 class FakeBackend:
-    """A backend that returns the texts you give it, for testing code built on `InvoiceExtractor`.
+    """A backend that returns the outputs you give it, for testing code built on `InvoiceExtractor`.
 
     Args:
-        responses: one text used for every image; a list of texts returned in call order (an error when they run
-            out); or a function ``(image, prompt) -> text``. A list entry that is an exception is raised for that
-            image, to test failure handling.
+        responses: one output used for every image; a list of outputs returned in call order (an error when they run
+            out); or a function ``(image, request) -> output``. An output is model text (a str), a document (a
+            dict, returned as structured ``data``) or a `Generation`; a list entry that is an exception is raised for
+            that image, to test failure handling.
 
     Attributes:
         calls: ``(image size, prompt)`` of every image seen, in order.
+        requests: the `GenerationRequest` of every call.
     """
 
     name = "fake"
 
-    def __init__(
-        self, responses: str | Sequence[str | Generation | BaseException] | Callable[..., Any]
-    ) -> None:
+    def __init__(self, responses: Response | Sequence[Response]) -> None:
         self._responses = responses
         self._next = 0
         self.calls: list[tuple[tuple[int, int], str]] = []
+        self.requests: list[GenerationRequest] = []
 
-    def _one(self, image: Image.Image, prompt: str) -> str | Generation:
-        self.calls.append((image.size, prompt))
-        if isinstance(self._responses, (str, Generation)):
-            return self._responses
+    @staticmethod
+    def _generation(item: object) -> Generation:
+        if isinstance(item, Generation):
+            return item
+        if isinstance(item, str):
+            return Generation(text=item)
+        if isinstance(item, dict):
+            return Generation(data=item)
+        raise TypeError(f"FakeBackend responses are str, dict or Generation, got {type(item).__name__}.")
+
+    def _one(self, image: Image.Image, request: GenerationRequest) -> Generation:
+        self.calls.append((image.size, request.prompt))
+        if isinstance(self._responses, (str, dict, Generation)):
+            return self._generation(self._responses)
         if callable(self._responses):
-            return self._responses(image, prompt)  # type: ignore[no-any-return]
+            return self._generation(self._responses(image, request))
+        assert isinstance(self._responses, Sequence)
         if self._next >= len(self._responses):
             raise IndexError(f"FakeBackend ran out of responses after {len(self._responses)}.")
         item = self._responses[self._next]
         self._next += 1
         if isinstance(item, BaseException):
             raise item
-        return item
+        return self._generation(item)
 
-    def generate(self, images: Sequence[Image.Image], prompt: str) -> list[str | Generation]:
+    def generate(self, images: Sequence[Image.Image], request: GenerationRequest) -> list[Generation]:
         """Return the next response for each image.
 
         Like a real backend, the answer belongs to the image, not to the call: when a batch fails, the responses of
@@ -262,8 +280,9 @@ class FakeBackend:
         at a time), and a single image that fails consumes its response.
         """
         start, calls = self._next, len(self.calls)
+        self.requests.append(request)
         try:
-            return [self._one(image, prompt) for image in images]
+            return [self._one(image, request) for image in images]
         except BaseException:
             if len(images) > 1:
                 self._next = start

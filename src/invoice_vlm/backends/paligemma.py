@@ -1,7 +1,12 @@
 """The default backend: PaliGemma with transformers, plus a PEFT LoRA adapter when given.
 
+Decoding is greedy and, when the ``constrained`` extra (xgrammar) is installed, constrained to the schema: each row of
+a batch has its own grammar matcher, the grammar is compiled once per schema and tokenizer, and the probability of
+every chosen token is taken after the mask, during generation (one number per token, never the vocabulary's scores).
+
 torch, transformers and peft are imported inside the functions that need them, so registering this backend (which
-happens whenever any backend is looked up) stays cheap.
+happens whenever any backend is looked up) stays cheap; loading goes through the shared plumbing in
+``invoice_vlm.backends._hf``.
 
 Example:
     >>> # ex = InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448",
@@ -10,25 +15,40 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.backends import Generation
+from invoice_vlm.backends import Generation, GenerationRequest
+from invoice_vlm.backends._hf import (
+    apply_adapter,
+    has_processor,
+    load_processor,
+    load_weights,
+    resolve_device_dtype,
+    resolve_refs,
+)
 from invoice_vlm.config import GenerationSettings, from_dict
-from invoice_vlm.errors import ModelLoadError, require
+from invoice_vlm.constraints import SEPARATORS
+from invoice_vlm.errors import MissingDependencyError, ModelLoadError, require
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["IMAGE_TOKEN", "PaliGemmaBackend", "build_prompt", "has_processor", "resolve_device_dtype"]
+__all__ = [
+    "IMAGE_TOKEN",
+    "PaliGemmaBackend",
+    "build_prompt",
+    "char_confidence",
+    "has_processor",
+    "resolve_device_dtype",
+]
 
 IMAGE_TOKEN = "<image>"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def build_prompt(prompt: str) -> str:
@@ -40,100 +60,123 @@ def build_prompt(prompt: str) -> str:
     return IMAGE_TOKEN + prompt
 
 
-def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None) -> tuple[str, torch.dtype]:
-    """Pick the device and dtype: CUDA + bfloat16 when a GPU is present, else CPU + float32; either may be forced.
+def char_confidence(
+    tokenizer: Any, ids: Sequence[int], probs: Sequence[float]
+) -> tuple[str, tuple[float, ...]]:
+    """The text of ``ids`` and one probability per character: that of the token that completed the character.
 
-    Raises:
-        ModelLoadError: an unknown dtype name, or CUDA asked for on a machine without it.
+    Decoding is incremental (a short window, as streaming detokenizers do), so the cost is linear in the number of
+    tokens; a character that needs several tokens (a byte-fallback sequence) gets the lowest of their probabilities.
     """
-    import torch
+    text: str = tokenizer.decode(list(ids), skip_special_tokens=True)
+    pieces: list[str] = []
+    scores: list[float] = []
+    prefix, read = 0, 0
+    low = 1.0
+    for i, p in enumerate(probs):
+        low = min(low, float(p))
+        before = tokenizer.decode(list(ids[prefix:read]), skip_special_tokens=True)
+        after = tokenizer.decode(list(ids[prefix : i + 1]), skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            delta = after[len(before) :]
+            pieces.append(delta)
+            scores.extend([low] * len(delta))
+            prefix, read, low = read, i + 1, 1.0
+    if (
+        "".join(pieces) != text
+    ):  # a tokenizer whose pieces do not add up: one score per token's prefix, exactly
+        scores = []
+        for i, p in enumerate(probs):
+            upto = (
+                len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True))
+                if i + 1 < len(ids)
+                else len(text)
+            )
+            scores.extend([float(p)] * max(0, upto - len(scores)))
+    scores = scores[: len(text)] + [float(probs[-1]) if len(probs) else 1.0] * (len(text) - len(scores))
+    return text, tuple(min(1.0, max(0.0, c)) for c in scores)
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"device={device!r} was asked for, but torch sees no CUDA GPU; use device='cpu'."
+
+class _Grammars:
+    """Compiled grammars of one tokenizer, one per JSON schema, compiled once (xgrammar)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> None:
+        import xgrammar
+
+        info = xgrammar.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids)
         )
-    if dtype is None:
-        return device, (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    if isinstance(dtype, torch.dtype):
-        return device, dtype
-    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ModelLoadError(f"Unknown dtype {dtype!r}; use 'float32', 'bfloat16' or 'float16'.")
-    return device, resolved
+        self.compiler = xgrammar.GrammarCompiler(info)
+        self.vocab_size = vocab_size
+        self._compiled: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, json_schema: Any) -> Any:
+        key = json.dumps(json_schema, sort_keys=False)
+        with self._lock:
+            if key not in self._compiled:
+                self._compiled[key] = self.compiler.compile_json_schema(
+                    key, any_whitespace=False, separators=SEPARATORS, strict_mode=True
+                )
+            return self._compiled[key]
 
 
-def _is_local(ref: str | Path) -> bool:
-    text = str(ref)
-    return Path(text).exists() or text.startswith((".", "/", "~")) or not _HUB_ID.match(text)
+def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
+    """A processor that masks each row to its grammar (when given) and keeps the chosen token's probability."""
+    import torch
+    from transformers import LogitsProcessor
 
+    class ChosenProbability(LogitsProcessor):  # type: ignore[misc]
+        """Last in the list, so what it sees is what greedy decoding picks from: it records that token's probability."""
 
-def _read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} does not hold a JSON object.", str(path))
-    return data
+        def __init__(self) -> None:
+            self.probs: list[list[float]] = [[] for _ in range(batch)]
+            self.matchers: list[Any] = []
+            self.bitmask: Any = None
+            self.started = False
+            if grammar is not None:
+                import xgrammar
 
+                self.matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
+                self.bitmask = xgrammar.allocate_token_bitmask(batch, vocab_size)
 
-def read_adapter_config(ref: str | Path) -> dict[str, Any] | None:
-    """``adapter_config.json`` of a local directory or hub repo, or ``None`` when ``ref`` is not an adapter."""
-    if _is_local(ref):
-        path = Path(ref).expanduser()
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"{str(ref)!r} is neither an existing directory nor a model id like 'org/name'.", str(ref)
-            )
-        file = path / "adapter_config.json"
-        return _read_json(file) if file.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if self.matchers:
+                import xgrammar
 
-    try:
-        return _read_json(Path(hf_hub_download(str(ref), "adapter_config.json")))
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-    except Exception:  # unreachable hub, gated repo: the model load below reports it with advice
-        return None
+                if self.started:
+                    for row, matcher in enumerate(self.matchers):
+                        if not matcher.is_terminated():
+                            matcher.accept_token(int(input_ids[row, -1]))
+                self.started = True
+                for row, matcher in enumerate(self.matchers):
+                    if not matcher.is_terminated():
+                        matcher.fill_next_token_bitmask(self.bitmask, row)
+                    else:
+                        self.bitmask[row].fill_(-1)  # a finished row: nothing masked (its tokens are padding)
+                if scores.device.type == "cuda":
+                    xgrammar.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+                else:
+                    masked = scores.to("cpu", torch.float32)
+                    xgrammar.apply_token_bitmask_inplace(masked, self.bitmask)
+                    scores = masked.to(scores.device, scores.dtype)  # type: ignore[assignment]
+            best = scores.float().max(-1).values
+            chosen = torch.exp(best - torch.logsumexp(scores.float(), -1)).tolist()
+            for row, p in enumerate(chosen):
+                self.probs[row].append(p)
+            return scores
 
-
-def _ensure_safetensors_adapter(ref: str | Path) -> None:
-    if _is_local(ref):
-        if not (Path(ref).expanduser() / ADAPTER_WEIGHTS).is_file():
-            raise ModelLoadError(
-                f"Adapter {str(ref)!r} has no {ADAPTER_WEIGHTS}; only safetensors weights are loaded (nothing is "
-                "unpickled). Convert it with peft: model.save_pretrained(dir, safe_serialization=True).",
-                str(ref),
-            )
-        return
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(str(ref), ADAPTER_WEIGHTS)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"Cannot fetch {ADAPTER_WEIGHTS} of adapter {str(ref)!r}: {type(exc).__name__}: {exc}. Only safetensors "
-            "adapters are loaded; check the id, log in for gated repos (hf auth login), or pass a local directory.",
-            str(ref),
-        ) from None
-
-
-def has_processor(ref: str | Path) -> bool:
-    """Whether ``ref`` is a local directory that holds processor files (an adapter saved with its processor)."""
-    return _is_local(ref) and any(
-        (Path(ref).expanduser() / name).is_file()
-        for name in ("processor_config.json", "preprocessor_config.json")
-    )
+    return ChosenProbability()
 
 
 class PaliGemmaBackend:
-    """PaliGemma (transformers) with an optional PEFT adapter; batched greedy generation with token scores.
+    """PaliGemma (transformers) with an optional PEFT adapter; batched greedy generation, constrained when asked.
 
     Args:
         model: a loaded ``PaliGemmaForConditionalGeneration`` (or a ``PeftModel`` around one).
         processor: the matching ``PaliGemmaProcessor``.
         device: where the model lives.
-        generation: decoding settings.
+        generation: default decoding settings (an extractor's request carries the ones used).
         base_model: id or path of the base weights (saved in ``invoice_vlm.json``).
         adapter: id or path of the adapter applied, if any.
     """
@@ -156,6 +199,7 @@ class PaliGemmaBackend:
         self.generation = generation or GenerationSettings()
         self.base_model = base_model
         self.adapter = adapter
+        self._grammars: _Grammars | None = None
 
     @classmethod
     def from_pretrained(
@@ -170,7 +214,8 @@ class PaliGemmaBackend:
     ) -> PaliGemmaBackend:
         """Load a base model (id or directory), an adapter alone (its base read from ``adapter_config.json``), or both.
 
-        Only safetensors weights are loaded and ``trust_remote_code`` is never set.
+        Only safetensors weights are loaded and ``trust_remote_code`` is never set. ``generation`` sets the backend's
+        default decoding settings (an extractor's own settings override them).
 
         Raises:
             MissingDependencyError: torch/transformers/peft are not installed.
@@ -189,159 +234,108 @@ class PaliGemmaBackend:
         if isinstance(generation, dict):
             generation = from_dict(GenerationSettings, generation, where="generation settings")
         resolved_device, torch_dtype = resolve_device_dtype(device, dtype)  # cheap checks before any loading
-        base: str | Path
-        if adapter is None:
-            assert model is not None
-            adapter_config = read_adapter_config(model)
-            if adapter_config is not None:
-                adapter, base = model, adapter_config.get("base_model_name_or_path") or ""
-                if not base:
-                    raise ModelLoadError(
-                        f"{model}/adapter_config.json names no base_model_name_or_path.", str(model)
-                    )
-            else:
-                base = model
-        else:
-            if model is None:
-                adapter_config = read_adapter_config(adapter)
-                if adapter_config is None:
-                    raise ModelLoadError(
-                        f"{str(adapter)!r} has no adapter_config.json; is it a PEFT adapter?"
-                    )
-                base = adapter_config.get("base_model_name_or_path") or ""
-                if not base:
-                    raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path.")
-            else:
-                base = model
-        processor_ref = adapter if adapter is not None and has_processor(adapter) else base
-        processor = cls._load_processor(processor_ref)
-        net = cls._load_model(base, resolved_device, torch_dtype)
-        if adapter is not None:
-            _ensure_safetensors_adapter(adapter)
-            from peft import PeftModel
+        refs = resolve_refs(model, adapter)
+        processor = load_processor(refs.processor)
+        if not hasattr(processor, "image_seq_length"):
+            raise ModelLoadError(
+                f"{refs.processor!r} has a {type(processor).__name__}, not a PaliGemma processor.",
+                refs.processor,
+            )
+        from transformers import PaliGemmaForConditionalGeneration
 
-            try:
-                net = PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
-            except Exception as exc:
-                raise ModelLoadError(
-                    f"Cannot apply adapter {str(adapter)!r} to {str(base)!r}: {type(exc).__name__}: {exc}",
-                    str(adapter),
-                ) from None
+        net = load_weights(PaliGemmaForConditionalGeneration, refs.base, resolved_device, torch_dtype)
+        if refs.adapter is not None:
+            net = apply_adapter(net, refs.adapter, trainable=False, base=refs.base)
         net.eval()
         vocab = net.get_input_embeddings().weight.shape[0]
         if len(processor.tokenizer) > vocab:
             raise ModelLoadError(
-                f"The tokenizer of {str(processor_ref)!r} has {len(processor.tokenizer)} tokens but the model "
-                f"{str(base)!r} embeds only {vocab}; the processor does not belong to this model."
+                f"The tokenizer of {refs.processor!r} has {len(processor.tokenizer)} tokens but the model "
+                f"{refs.base!r} embeds only {vocab}; the processor does not belong to this model."
             )
         return cls(
             net,
             processor,
             device=resolved_device,
             generation=generation,
-            base_model=str(base),
-            adapter=str(adapter) if adapter is not None else None,
+            base_model=refs.base,
+            adapter=refs.adapter,
         )
-
-    @staticmethod
-    def _load_processor(ref: str | Path) -> Any:
-        from transformers import AutoProcessor
-
-        try:
-            processor = AutoProcessor.from_pretrained(str(ref))
-        except Exception as exc:
-            raise ModelLoadError(
-                f"Cannot load the processor of {str(ref)!r}: {type(exc).__name__}: {exc}. Check the id or path; gated "
-                "models need a login (hf auth login) and network, or a local copy.",
-                str(ref),
-            ) from None
-        if not hasattr(processor, "image_seq_length"):
-            raise ModelLoadError(
-                f"{str(ref)!r} has a {type(processor).__name__}, not a PaliGemma processor.", str(ref)
-            )
-        return processor
-
-    @staticmethod
-    def _load_model(ref: str | Path, device: str, dtype: torch.dtype) -> Any:
-        from transformers import PaliGemmaForConditionalGeneration
-
-        kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
-        if device.startswith("cuda"):
-            kwargs["device_map"] = device
-        try:
-            net = PaliGemmaForConditionalGeneration.from_pretrained(str(ref), **kwargs)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"Cannot load PaliGemma weights from {str(ref)!r}: {type(exc).__name__}: {exc}. Only safetensors "
-                "weights are loaded; gated models need a login (hf auth login) and network, or a local copy.",
-                str(ref),
-            ) from None
-        return net if device.startswith("cuda") else net.to(device)
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the model's weights."""
         return next(self.model.parameters()).dtype  # type: ignore[no-any-return]
 
-    def _eos_ids(self) -> set[int]:
+    @property
+    def constrained_decoding(self) -> bool:
+        """Whether decoding can be constrained to a schema here: xgrammar (the ``constrained`` extra) is installed."""
+        return importlib.util.find_spec("xgrammar") is not None
+
+    def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
         found = set(ids if isinstance(ids, list) else [ids]) if ids is not None else set()
         found.add(self.processor.tokenizer.eos_token_id)
-        return {i for i in found if i is not None}
+        return sorted(i for i in found if i is not None)
 
-    def generate(self, images: Sequence[Image.Image], prompt: str) -> list[Generation]:
-        """Greedy-decode one output per image, with per-character confidence from the chosen tokens' probabilities."""
+    def _grammar(self, json_schema: Any) -> Any:
+        if self._grammars is None:
+            if not self.constrained_decoding:
+                raise MissingDependencyError("Constrained decoding", "constrained", "xgrammar")
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            self._grammars = _Grammars(self.processor.tokenizer, vocab, self._eos_ids())
+        return self._grammars.get(json_schema)
+
+    def generate(self, images: Sequence[Image.Image], request: GenerationRequest) -> list[Generation]:
+        """Greedy-decode one output per image, constrained to the schema when asked, with per-character confidence.
+
+        Confidence is the probability of each chosen token after the grammar's mask (one number per token, taken
+        as it is generated), spread over the characters the token completes.
+        """
         import torch
 
         if not images:
             return []
-        settings = self.generation
-        text = build_prompt(prompt)
+        settings = request.settings
+        if request.constrained and settings.num_beams != 1:
+            raise ValueError("constrained decoding works with greedy decoding only (num_beams=1).")
+        text = build_prompt(request.prompt)
         inputs = self.processor(images=list(images), text=[text] * len(images), return_tensors="pt")
         inputs = inputs.to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         prefix_len = inputs["input_ids"].shape[1]
         tokenizer = self.processor.tokenizer
+        processors = []
+        recorder = None
+        if settings.num_beams == 1:
+            grammar = self._grammar(request.json_schema) if request.constrained else None
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            recorder = _logits_processor(grammar, len(images), vocab)
+            processors.append(recorder)
+        from transformers import LogitsProcessorList
+
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens or None,
                 num_beams=settings.num_beams,
                 do_sample=False,
-                output_scores=settings.num_beams == 1,
-                return_dict_in_generate=True,
+                logits_processor=LogitsProcessorList(processors),
                 pad_token_id=tokenizer.pad_token_id,
             )
-        sequences = out.sequences[:, prefix_len:].tolist()
-        token_probs: list[list[float]] | None = None
-        if settings.num_beams == 1 and out.scores:
-            steps = torch.stack(out.scores, dim=1).float()  # (batch, steps, vocab)
-            chosen = out.sequences[:, prefix_len : prefix_len + steps.shape[1]].unsqueeze(-1)
-            token_probs = steps.log_softmax(-1).gather(-1, chosen).squeeze(-1).exp().tolist()
-        eos = self._eos_ids()
+        sequences = out[:, prefix_len:].tolist()
+        eos = set(self._eos_ids())
         results = []
         for row, ids in enumerate(sequences):
             cut = next((i for i, t in enumerate(ids) if t in eos), len(ids))
             ids = ids[:cut]
-            results.append(self._decode(tokenizer, ids, token_probs[row][:cut] if token_probs else None))
+            if recorder is None:
+                results.append(Generation(tokenizer.decode(ids, skip_special_tokens=True), num_tokens=cut))
+                continue
+            decoded, confidence = char_confidence(tokenizer, ids, recorder.probs[row][:cut])
+            results.append(Generation(decoded, char_confidence=confidence, num_tokens=cut))
         return results
-
-    @staticmethod
-    def _decode(tokenizer: Any, ids: list[int], probs: list[float] | None) -> Generation:
-        text: str = tokenizer.decode(ids, skip_special_tokens=True)
-        if probs is None:
-            return Generation(text)
-        conf: list[float] = []
-        for i, p in enumerate(probs):
-            # Characters that token i completes: decode the prefix so multi-byte and space merges stay right.
-            upto = (
-                len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True))
-                if i + 1 < len(ids)
-                else len(text)
-            )
-            conf.extend([p] * max(0, upto - len(conf)))
-        conf = conf[: len(text)] + [probs[-1] if probs else 1.0] * (len(text) - len(conf))
-        return Generation(text, tuple(conf))
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Save the adapter (or the full model when none is applied) and the processor, as safetensors."""

@@ -10,13 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.backends.paligemma import PaliGemmaBackend, has_processor, resolve_device_dtype
+from invoice_vlm.backends._hf import (
+    apply_adapter,
+    load_processor,
+    load_weights,
+    resolve_device_dtype,
+    resolve_refs,
+)
+from invoice_vlm.backends.paligemma import PaliGemmaBackend
 from invoice_vlm.config import ExtractorConfig, GenerationSettings
 from invoice_vlm.errors import (
     ConfigError,
     GuardError,
     InvoiceVLMWarning,
-    MissingDependencyError,
     TrainingError,
     require,
 )
@@ -87,46 +93,52 @@ def _check_prompts(dataset: Any, prompt: str, config: FinetuneConfig, spec: Sche
             )
 
 
+def _constrainable(targets: list[str], spec: SchemaSpec) -> bool:
+    """Whether constrained decoding can write every training target exactly as it is (else it would fight the model)."""
+    from invoice_vlm.constraints import target_mismatch
+
+    try:
+        for index, target in enumerate(targets):
+            reason = target_mismatch(target, spec)
+            if reason is not None:
+                warnings.warn(
+                    f"training target {index} is not written the way constrained decoding writes it ({reason}); "
+                    "the model is saved with constrained=false, so inference follows what it learned. Write targets "
+                    "with SchemaSpec.dumps to train for constrained decoding.",
+                    InvoiceVLMWarning,
+                    stacklevel=3,
+                )
+                return False
+    except ConfigError as exc:
+        warnings.warn(f"saving constrained=false: {exc}", InvoiceVLMWarning, stacklevel=3)
+        return False
+    return True
+
+
 def _longest_target_tokens(processor: Any, targets: list[str]) -> int:
     tokenizer = processor.tokenizer
     return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1  # + <eos>
 
 
 def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+    """The base weights and processor, through the same plumbing as the PaliGemma backend."""
+    from transformers import PaliGemmaForConditionalGeneration
 
-    processor_ref = config.adapter if config.adapter and has_processor(config.adapter) else config.base_model
-    processor = AutoProcessor.from_pretrained(processor_ref)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "attn_implementation": "sdpa"}
-    if config.method == "qlora":
-        if not device.startswith("cuda"):
-            raise TrainingError(
-                "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels); use method='lora' on this machine."
-            )
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise MissingDependencyError("QLoRA", "qlora", "bitsandbytes") from None
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+    if config.method == "qlora" and not device.startswith("cuda"):
+        raise TrainingError(
+            "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels); use method='lora' on this machine."
         )
-    if device.startswith("cuda"):
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": device}
-    model = PaliGemmaForConditionalGeneration.from_pretrained(config.base_model, **kwargs)
-    if not device.startswith("cuda"):
-        model = model.to(device)
+    refs = resolve_refs(config.base_model, config.adapter)
+    processor = load_processor(refs.processor)
+    model = load_weights(
+        PaliGemmaForConditionalGeneration, refs.base, device, dtype, quantize_4bit=config.method == "qlora"
+    )
     check_attention(model)
     return model, processor
 
 
 def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if config.method == "qlora":
         model = prepare_model_for_kbit_training(
@@ -143,7 +155,7 @@ def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
             )
         return model
     if config.adapter:
-        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
+        model = apply_adapter(model, config.adapter, trainable=True, base=config.base_model)
     else:
         lora = LoraConfig(
             r=config.lora_r,
@@ -221,7 +233,9 @@ def _generate_and_score(model: Any, dataset: Any, invoice: dict[str, Any]) -> Ev
         model,
         invoice["processor"],
         device=invoice["device"],
-        generation=GenerationSettings(max_new_tokens=invoice["max_new_tokens"]),
+        generation=GenerationSettings(
+            max_new_tokens=invoice["max_new_tokens"], constrained=invoice["constrained"]
+        ),
     )
     extractor = InvoiceExtractor(
         backend, invoice["schema"], prompt=invoice["prompt"], backend_name="paligemma"
@@ -340,6 +354,7 @@ def finetune(
     model = _prepare_trainable(model, config)
 
     longest = _longest_target_tokens(processor, list(train["target"]))
+    constrainable = _constrainable(list(train["target"]), spec)
     max_new_tokens = math.ceil(longest * 1.25) + 16
     invoice = {
         "processor": processor,
@@ -347,6 +362,7 @@ def finetune(
         "schema": spec,
         "device": device,
         "max_new_tokens": max_new_tokens,
+        "constrained": None if constrainable else False,
         "eval_max_documents": config.eval_max_documents,
         "batch_size": config.per_device_train_batch_size,
     }
@@ -388,9 +404,10 @@ def finetune(
             )
             report.info.update(split="test" if test is not None else "valid", base_model=config.base_model)
             metrics.update(report.metrics)
-        _save(
-            trainer, processor, config, spec, prompt, max_new_tokens, out, dataset, metrics, report, longest
+        generation = GenerationSettings(
+            max_new_tokens=max_new_tokens, constrained=None if constrainable else False
         )
+        _save(trainer, processor, config, spec, prompt, generation, out, dataset, metrics, report, longest)
     return FinetuneResult(output_dir=out, metrics=metrics, report=report)
 
 
@@ -400,7 +417,7 @@ def _save(
     config: FinetuneConfig,
     spec: SchemaSpec,
     prompt: str,
-    max_new_tokens: int,
+    generation: GenerationSettings,
     out: Path,
     dataset: Any,
     metrics: dict[str, float],
@@ -417,7 +434,7 @@ def _save(
         schema=spec.name,
         prompt=prompt,
         backend="paligemma",
-        generation={"max_new_tokens": max_new_tokens, "num_beams": 1},
+        generation=dataclasses.asdict(generation),
         schema_version=spec.version,
         base_model=config.base_model,
     ).save(out)
@@ -429,7 +446,8 @@ def _save(
         report.save(out / "evaluation")
     splits = {name: split.num_rows for name, split in dataset.items()}
     (out / "README.md").write_text(
-        model_card(config, spec, prompt, splits, metrics, report, longest, max_new_tokens), encoding="utf-8"
+        model_card(config, spec, prompt, splits, metrics, report, longest, generation.max_new_tokens),
+        encoding="utf-8",
     )
     if config.push_to_hub and config.hub_model_id:
         from huggingface_hub import create_repo, upload_folder

