@@ -15,9 +15,11 @@ that drifts, and that is reported as a cut-off (never completed by guessing).
 
 Example:
     >>> from invoice_vlm import get_schema
-    >>> schema = generation_schema(get_schema("invoice"))
-    >>> list(schema["properties"])[:3], schema["properties"]["invoice_date"]["pattern"]
-    (['invoice_number', 'invoice_date', 'due_date'], '^\\d{4}-\\d{2}-\\d{2}$')
+    >>> properties = generation_schema(get_schema("invoice")).get("properties")
+    >>> print(*list(properties)[:3])
+    invoice_number invoice_date due_date
+    >>> print(properties.get("invoice_date").get("pattern"))
+    ^\d{4}-\d{2}-\d{2}$
 """
 
 from __future__ import annotations
