@@ -103,7 +103,7 @@ def test_extract_constrained_flags(capsys, tiny_model, tmp_path):
     [
         (
             ["extract", "x.png", "--model", "./nope", "--schema", "pallet_label"],
-            "neither an existing directory",
+            "does not exist here",
         ),
         (["extract", "x.png", "--model", "./nope", "--schema", "palet"], "Unknown schema 'palet'"),
         (["extract", "x.png", "--model", "./nope"], "Pass schema="),

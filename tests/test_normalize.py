@@ -331,7 +331,7 @@ def test_two_page_merge_first_header_last_totals(tmp_path):
     # A pallet label file is read page by page: one result per page, named by page.
     labels = InvoiceExtractor(backend=FakeBackend("{}"), schema="pallet_label")
     results = labels.extract_batch([path, Image.new("RGB", (50, 50))], progress=False)
-    assert [r.source for r in results] == ["two.pdf#page=1", "two.pdf#page=2", "<PIL image 50x50>"]
+    assert [r.source for r in results] == [f"{path}#page=1", f"{path}#page=2", "<PIL image 50x50>"]
     with pytest.raises(Exception, match="has 2 pages"):
         labels.extract(path)
     merged = labels.extract_batch([path], progress=False, pages="merge")

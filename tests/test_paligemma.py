@@ -175,7 +175,7 @@ def test_pickled_adapter_is_refused(tiny_model, adapter_dir, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"model": "./no/such/dir"}, "neither an existing directory"),
+        ({"model": "./no/such/dir"}, "does not exist here"),
         ({"model": "x", "device": "cuda:0"}, "no CUDA"),
         ({"model": "x", "dtype": "int8"}, "Unknown dtype"),
     ],

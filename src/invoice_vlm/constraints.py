@@ -83,7 +83,9 @@ def _resolve(node: Any, defs: dict[str, Any], where: str, seen: tuple[str, ...] 
 def _pattern_width(pattern: str, where: str) -> int:
     import importlib
 
-    sre_parse = importlib.import_module("re._parser")  # the stdlib's regex parser: the widest match of a pattern
+    sre_parse = importlib.import_module(
+        "re._parser"
+    )  # the stdlib's regex parser: the widest match of a pattern
 
     try:
         _, widest = sre_parse.parse(pattern).getwidth()

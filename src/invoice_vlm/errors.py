@@ -9,10 +9,12 @@ quotes the bad value and says what to do::
     │   ├── UnknownNameError        (also a KeyError)  name, kind, available
     │   └── DuplicateNameError      name, kind
     ├── MissingDependencyError      (also an ImportError)  extra, package
+    ├── InputError                  (also a ValueError)  a wrong argument or input value
     ├── DocumentError               source
     ├── ModelLoadError              path
     ├── ConfigError                 path, key
     ├── BackendError                backend
+    │   └── BackendContractError    (also a TypeError)  written to another contract
     ├── DatasetError                problems (each with file and line)
     └── TrainingError
         └── GuardError              check
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "BackendContractError",
     "BackendError",
     "ConfigError",
     "DatasetError",
@@ -35,6 +38,7 @@ __all__ = [
     "DocumentError",
     "DuplicateNameError",
     "GuardError",
+    "InputError",
     "InvoiceVLMError",
     "InvoiceVLMWarning",
     "MissingDependencyError",
@@ -113,6 +117,10 @@ def require(feature: str, extra: str, *packages: str) -> None:
             raise MissingDependencyError(feature, extra, package) from None
 
 
+class InputError(InvoiceVLMError, ValueError):
+    """A value passed in is wrong (an argument out of range, files that do not pair up); the message says which."""
+
+
 class DocumentError(InvoiceVLMError):
     """A document could not be opened as an image."""
 
@@ -144,6 +152,10 @@ class BackendError(InvoiceVLMError):
     def __init__(self, message: str, backend: str | None = None) -> None:
         self.backend = backend
         super().__init__(message)
+
+
+class BackendContractError(BackendError, TypeError):
+    """A backend does not implement the contract (no ``generate``, the old one, a capability of the wrong type)."""
 
 
 @dataclass(frozen=True)

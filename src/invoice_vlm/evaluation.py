@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.errors import DatasetError, InvoiceVLMWarning, MissingDependencyError
+from invoice_vlm.errors import DatasetError, InputError, InvoiceVLMWarning, MissingDependencyError
 from invoice_vlm.metrics.base import Case, Metric, list_metrics
 from invoice_vlm.parsing import parse_output
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
@@ -188,9 +188,9 @@ def score(
     """
     spec = resolve_schema(schema)
     if len(raw_texts) != len(targets):
-        raise ValueError(f"{len(raw_texts)} outputs but {len(targets)} targets; they must pair up.")
+        raise InputError(f"{len(raw_texts)} outputs but {len(targets)} targets; they must pair up.")
     if not targets:
-        raise ValueError("No documents to score.")
+        raise InputError("No documents to score.")
     names = list(sources) if sources is not None else [None] * len(targets)
     references = [json.loads(t) for t in targets]
     parsed = [parse_output(t, spec) for t in raw_texts]  # each output is parsed once, here

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +17,13 @@ from invoice_vlm.backends import (
     get_backend,
 )
 from invoice_vlm.config import ExtractorConfig, GenerationSettings, from_dict
-from invoice_vlm.errors import ConfigError, DocumentError, InvoiceVLMWarning
+from invoice_vlm.errors import (
+    ConfigError,
+    DocumentError,
+    InputError,
+    InvoiceVLMWarning,
+    MissingDependencyError,
+)
 from invoice_vlm.extraction import Extraction
 from invoice_vlm.inputs import Document, describe_source, load_pages
 from invoice_vlm.parsing import finish_document, merge_pages, read_output
@@ -86,7 +92,7 @@ class InvoiceExtractor:
         self.schema = resolve_schema(schema)
         self.prompt = prompt if prompt is not None else self.schema.prompt
         if "<image>" in self.prompt:
-            raise ValueError("The prompt must not contain '<image>'; the backend adds the image tokens.")
+            raise InputError("The prompt must not contain '<image>'; the backend adds the image tokens.")
         self.backend_name = self.info.name
         self.generation = self._settings(generation, constrained)
         self.constrained = self._constrain()
@@ -331,11 +337,11 @@ class InvoiceExtractor:
     def _mode(self, pages: str | None) -> str:
         mode = pages or self.schema.pages
         if mode not in ("merge", "each"):
-            raise ValueError(f"pages must be 'merge' or 'each', got {pages!r}.")
+            raise InputError(f"pages must be 'merge' or 'each', got {pages!r}.")
         return mode
 
     def extract(self, document: Document, *, pages: Literal["merge", "each"] | None = None) -> Extraction:
-        """Extract one document (a path, bytes, a PIL image or a `PDFPage`).
+        """Extract one document (a path, bytes, a binary file, a PIL image, a numpy array or a `PDFPage`).
 
         A multi-page PDF is one document when the schema reads it so (``invoice``: first
         page's header fields, last page's totals, line items of every page; ``pages="merge"`` forces it).
@@ -369,23 +375,45 @@ class InvoiceExtractor:
 
         Each input gives one result, except a multi-page file read page by page (``pages="each"``, the
         ``pallet_label`` default), which gives one result per page, named like ``labels.pdf#page=2``. A document
-        that cannot be opened, or a page whose generation fails, gives a failed result that says why (a failed
-        batch is retried one page at a time, so one bad item does not sink its neighbours).
+        that cannot be opened (or needs an extra that is not installed, like a PDF without ``pdf``), or a page
+        whose generation fails, gives a failed result that says why (a failed batch is retried one page at a
+        time, so one bad item does not sink its neighbours).
 
         Args:
-            documents: paths, bytes, PIL images or `PDFPage` objects.
+            documents: paths, bytes, binary files, PIL images, numpy arrays or `PDFPage` objects (see
+                `invoice_vlm.inputs.load_document`).
             batch_size: pages per backend call.
             progress: show a progress bar (on stderr).
             pages: ``"merge"`` or ``"each"`` for multi-page files; the schema's choice when ``None``.
         """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        return [
+            result
+            for per_document in self.extract_iter(documents, batch_size, progress, pages=pages)
+            for result in per_document
+        ]
+
+    def extract_iter(
+        self,
+        documents: Iterable[Document],
+        batch_size: int = 8,
+        progress: bool = True,
+        *,
+        pages: Literal["merge", "each"] | None = None,
+    ) -> Iterator[list[Extraction]]:
+        """`extract_batch`, one document at a time: yields each input's results, in input order, as they finish.
+
+        A caller can write results as they come (``invoice-vlm extract --output`` does), so an interrupted run
+        keeps what it finished.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         mode = self._mode(pages)
         docs = list(documents)
-        results: list[list[Extraction]] = [[] for _ in docs]
+        results: dict[int, list[Extraction]] = {}
         outputs: dict[int, list[object]] = {}
         sources: dict[int, list[str]] = {}
         pending: list[tuple[int, int, Any]] = []
+        next_out = 0
 
         from tqdm.auto import tqdm
 
@@ -405,14 +433,20 @@ class InvoiceExtractor:
                     if index in outputs and all(o is not _PENDING for o in outputs[index]):
                         finish(index)
 
+            def ready() -> Iterator[list[Extraction]]:
+                nonlocal next_out
+                while next_out in results:
+                    yield results.pop(next_out)
+                    next_out += 1
+
             for index, document in enumerate(docs):
                 try:
                     units = load_pages(document)
-                except DocumentError as exc:
-                    results[index] = [
-                        Extraction.failed(str(exc), source=exc.source or describe_source(document))
-                    ]
+                except (DocumentError, MissingDependencyError) as exc:  # that document only, the rest go on
+                    source = getattr(exc, "source", None) or describe_source(document)
+                    results[index] = [Extraction.failed(str(exc), source=source)]
                     bar.update(1)
+                    yield from ready()
                     continue
                 outputs[index] = [_PENDING] * len(units)
                 sources[index] = [src for _, src in units]
@@ -420,9 +454,10 @@ class InvoiceExtractor:
                     pending.append((index, page, image))
                     if len(pending) >= batch_size:
                         flush()
+                        yield from ready()
             if pending:
                 flush()
-        return [r for per_document in results for r in per_document]
+            yield from ready()
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``invoice_vlm.json`` (schema, prompt, backend, generation settings) and the backend's weights.

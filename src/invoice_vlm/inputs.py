@@ -1,25 +1,35 @@
-"""Open documents as RGB images: paths, bytes, PIL images and PDF pages.
+"""One input layer for every entry point: any document in, one RGB image per page out.
 
-Every image is EXIF-rotated (phone photos are often stored sideways with a rotation tag), converted to RGB and
-checked for a sane size before any model sees it. A PDF page that carries a text layer (a born-digital invoice)
-keeps it beside its image, in ``image.info[TEXT_LAYER]``: the exact characters and where they sit, which the offline
-reader uses instead of OCR.
+`load_document` opens paths, bytes, file objects, PIL images and numpy arrays; PNG, JPEG, WebP, BMP, GIF (its
+first frame), TIFF (every frame) and PDF (every page, with pypdfium2). The file's type is read from its first bytes,
+not its name. Pixels come out right: EXIF orientation applied (phone photos are often stored sideways), CMYK
+converted, transparency laid on white paper, 1-bit, grey, palette, 16-bit and floating-point pages scaled by their
+range (a 16-bit scan is not a white page). The size is checked from the file's header before anything is decoded,
+against a limit you can set, and every problem is a `DocumentError` that names the document and what to do.
+
+A PDF page that carries a text layer (a born-digital invoice) keeps it beside its image, in
+``image.info[TEXT_LAYER]``: the exact characters and where they sit, which the offline reader uses instead of OCR.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from invoice_vlm.errors import DocumentError, MissingDependencyError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
+    "MAX_PAGES",
     "MAX_PIXELS",
     "MIN_SIDE",
     "PDF_DPI",
@@ -28,6 +38,7 @@ __all__ = [
     "PDFPage",
     "TextRun",
     "describe_source",
+    "load_document",
     "load_image",
     "load_pages",
     "pdf_pages",
@@ -37,11 +48,16 @@ TEXT_LAYER = "invoice_vlm.text_layer"
 """Key in ``image.info`` of a rendered PDF page's text layer: a tuple of `TextRun` in the image's pixels."""
 
 MAX_PIXELS = 64_000_000
-"""Larger images are refused: a 64-megapixel page is far beyond what any document VLM reads (448 x 448)."""
+"""Larger pages are refused (from the header, before decoding): far beyond what any document VLM reads."""
+MAX_PAGES = 500
+"""Documents with more pages are refused rather than read in part."""
 MIN_SIDE = 8
 """Smaller images are refused: nothing legible fits in fewer pixels."""
 PDF_DPI = 150
-"""Resolution PDF pages are rendered at unless a `PDFPage` says otherwise."""
+"""Resolution PDF pages are rendered at unless told otherwise."""
+
+_FORMATS = "PNG, JPEG, WebP, BMP, GIF, TIFF or PDF"
+_EVERY_FRAME = {"TIFF", "MPO"}  # multi-page formats whose frames are pages; GIF and WebP frames are animation
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,10 @@ class TextRun:
     y1: float
 
 
-Document = Union[str, "os.PathLike[str]", bytes, Image.Image, PDFPage]
-"""Anything `load_image` opens."""
+Document = Union[
+    str, "os.PathLike[str]", bytes, bytearray, IO[bytes], Image.Image, "np.ndarray[Any, Any]", PDFPage
+]
+"""Anything `load_document` opens: a path, bytes, a binary file object, a PIL image, a numpy array or a `PDFPage`."""
 
 
 def describe_source(doc: object) -> str:
@@ -77,34 +95,73 @@ def describe_source(doc: object) -> str:
         return os.fspath(doc)
     if isinstance(doc, PDFPage):
         return str(doc)
-    if isinstance(doc, bytes):
+    if isinstance(doc, (bytes, bytearray)):
         return f"<{len(doc)} bytes>"
     if isinstance(doc, Image.Image):
         name = getattr(doc, "filename", "") or ""
         return name or f"<PIL image {doc.width}x{doc.height}>"
-    return repr(doc)
+    if hasattr(doc, "read"):
+        name = getattr(doc, "name", None)
+        return (
+            os.fspath(name) if isinstance(name, (str, os.PathLike)) else f"<{type(doc).__name__} file object>"
+        )
+    shape = getattr(doc, "shape", None)
+    if shape is not None:
+        return f"<array {'x'.join(str(n) for n in shape)} {getattr(doc, 'dtype', '')}>"
+    return f"<{type(doc).__name__}>"
 
 
-def _render_pdf(path: Path, dpi: int, pages: Sequence[int] | None = None) -> tuple[list[Image.Image], int]:
-    """Render ``pages`` of a PDF (every page when ``None``) in one opening; returns them and the page count.
-
-    Each rendered page keeps its text layer in ``image.info[TEXT_LAYER]``.
-    """
+def _pdfium() -> Any:
     try:
         import pypdfium2 as pdfium
     except ImportError:
         raise MissingDependencyError("Reading PDF files", "pdf", "pypdfium2") from None
+    return pdfium
+
+
+def _render_pdf(
+    data: Path | bytes,
+    source: str,
+    dpi: int,
+    pages: Sequence[int] | None = None,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_pages: int = MAX_PAGES,
+) -> tuple[list[Image.Image], int]:
+    """Render ``pages`` of a PDF (every page when ``None``) in one opening; returns them and the page count.
+
+    Each page's size is checked before it is rendered; each rendered page keeps its text layer in
+    ``image.info[TEXT_LAYER]``.
+    """
+    pdfium = _pdfium()
     try:
-        pdf = pdfium.PdfDocument(str(path))
-    except RuntimeError as exc:  # pypdfium2's PdfiumError: not a PDF, encrypted, damaged
-        raise DocumentError(f"Cannot read {str(path)!r} as a PDF: {exc}", str(path)) from None
+        pdf = pdfium.PdfDocument(str(data) if isinstance(data, Path) else data)
+    except pdfium.PdfiumError as exc:  # not a PDF, encrypted, damaged
+        reason = str(exc)
+        if "password" in reason.lower():
+            raise DocumentError(
+                f"{source!r} is a password-protected PDF; save a decrypted copy and pass that.", source
+            ) from None
+        raise DocumentError(
+            f"Cannot read {source!r} as a PDF ({reason}); is the file complete?", source
+        ) from None
     try:
         count = len(pdf)
+        if count == 0:
+            raise DocumentError(f"{source!r} is a PDF with no pages.", source)
+        wanted = list(range(count)) if pages is None else list(pages)
+        if len(wanted) > max_pages:
+            raise DocumentError(
+                f"{source!r} has {count} pages, more than max_pages={max_pages}; split it, or raise max_pages.",
+                source,
+            )
         images = []
-        for page in range(count) if pages is None else pages:
+        for page in wanted:
             if not 0 <= page < count:
-                raise DocumentError(f"{path} has {count} page(s); page {page + 1} does not exist.", str(path))
+                raise DocumentError(f"{source} has {count} page(s); page {page + 1} does not exist.", source)
             pdf_page = pdf[page]
+            width, height = (round(v * dpi / 72) for v in pdf_page.get_size())
+            _check_size(width, height, f"{source}#page={page + 1}" if count > 1 else source, max_pixels)
             image: Image.Image = pdf_page.render(scale=dpi / 72).to_pil()
             textpage = pdf_page.get_textpage()
             try:
@@ -173,106 +230,252 @@ def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[Text
 
 
 def pdf_pages(path: str | os.PathLike[str], dpi: int = PDF_DPI) -> list[PDFPage]:
-    """Every page of a PDF, ready for `InvoiceExtractor.extract_batch`.
+    """Every page of a PDF as a `PDFPage` (opened one at a time later); most callers want `load_document`.
 
     Example:
         >>> # ex.extract_batch(pdf_pages("scan.pdf"))  # one Extraction per page
     """
     p = Path(path)
+    pdfium = _pdfium()
     try:
-        import pypdfium2 as pdfium
-    except ImportError:
-        raise MissingDependencyError("Reading PDF files", "pdf", "pypdfium2") from None
-    pdf = pdfium.PdfDocument(str(p))
+        pdf = pdfium.PdfDocument(str(p))
+    except pdfium.PdfiumError as exc:
+        raise DocumentError(f"Cannot read {str(p)!r} as a PDF ({exc}).", str(p)) from None
     try:
         return [PDFPage(p, i, dpi) for i in range(len(pdf))]
     finally:
         pdf.close()
 
 
-def load_pages(doc: Document) -> list[tuple[Image.Image, str]]:
-    """Open every page of ``doc``: each page of a PDF file (rendered in one opening), else the one image.
+def _check_size(width: int, height: int, source: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DocumentError(
+            f"{source!r} is {width}x{height} pixels ({width * height:,}), more than max_pixels={max_pixels:,}; "
+            "downscale it, or raise max_pixels if it really is one page.",
+            source,
+        )
+    if min(width, height) < MIN_SIDE:
+        raise DocumentError(f"{source!r} is only {width}x{height} pixels; nothing legible fits.", source)
 
-    Pages are named like ``invoice.pdf#page=2`` when there are several.
+
+def _read_bytes(doc: object, source: str) -> bytes | Path:
+    """The document's bytes (or its path, for files): what its type is read from."""
+    if isinstance(doc, (str, os.PathLike)):
+        path = Path(doc).expanduser()
+        if not path.is_file():
+            hint = " (it is a folder: pass the files in it)" if path.is_dir() else ""
+            raise DocumentError(f"Document {source!r} does not exist or is not a file{hint}.", source)
+        return path
+    if isinstance(doc, (bytes, bytearray, memoryview)):
+        return bytes(doc)
+    read = getattr(doc, "read", None)
+    if callable(read):
+        data = read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise DocumentError(
+                f"{source!r} is a text file object; open the file in binary mode ('rb').", source
+            )
+        return bytes(data)
+    raise DocumentError(
+        f"Cannot open a document of type {type(doc).__name__}; pass a path, bytes, a binary file object, a PIL image, "
+        "a numpy array or a PDFPage.",
+        source,
+    )
+
+
+def _head(data: bytes | Path) -> bytes:
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            return f.read(16)
+    return data[:16]
+
+
+def _open_image(data: bytes | Path, source: str, max_pixels: int) -> Image.Image:
+    """Open lazily (header only), check the size, then decode: nothing big is decoded before it is refused."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit speaks instead
+            image = Image.open(data if isinstance(data, Path) else io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise DocumentError(
+            f"{source!r} is far too large ({exc}); downscale it, it cannot be one page.", source
+        ) from None
+    except UnidentifiedImageError:
+        head = _head(data)
+        shown = head.decode("ascii", "replace") if head.isascii() else head.hex(" ")
+        raise DocumentError(
+            f"{source!r} is not a {_FORMATS} file (it starts with {shown[:24]!r}); pass an image or a PDF.",
+            source,
+        ) from None
+    _check_size(image.width, image.height, source, max_pixels)
+    return image
+
+
+def _frames(image: Image.Image, source: str, max_pages: int) -> list[Image.Image]:
+    """Every page of a multi-page TIFF (decoded one by one); the first frame of anything else."""
+    count = getattr(image, "n_frames", 1) if image.format in _EVERY_FRAME else 1
+    if count > max_pages:
+        raise DocumentError(
+            f"{source!r} has {count} pages, more than max_pages={max_pages}; split it, or raise max_pages.",
+            source,
+        )
+    frames = []
+    try:
+        for index in range(count):
+            if count > 1:
+                image.seek(index)
+            image.load()
+            frame = image.copy() if count > 1 else image
+            frame.format = image.format
+            frames.append(frame)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DocumentError(f"{source!r} is damaged or truncated ({exc}); export it again.", source) from None
+    return frames
+
+
+def _from_array(array: Any, source: str) -> Image.Image:
+    """A numpy array (H x W, H x W x 3 or 4; integers, booleans or floats) as an image, scaled by its range."""
+    import numpy as np
+
+    values = np.asarray(array)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[:, :, 0]
+    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[2] not in (3, 4)):
+        raise DocumentError(
+            f"{source!r}: an array page must be H x W or H x W x 3/4, got shape {values.shape}.", source
+        )
+    if values.dtype == bool:
+        values = values.astype(np.uint8) * 255
+    elif values.dtype != np.uint8:
+        values = _to_bytes(values.astype(np.float64), np.issubdtype(values.dtype, np.floating))
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[values.shape[2] if values.ndim == 3 else 2]
+    return Image.fromarray(np.ascontiguousarray(values), mode=mode)
+
+
+def _to_bytes(values: Any, floating: bool) -> Any:
+    """Scale values to 0..255 by their range: floats in [0, 1] or 16-bit integers by their type, else min..max."""
+    import numpy as np
+
+    high = float(values.max()) if values.size else 0.0
+    low = float(values.min()) if values.size else 0.0
+    if floating and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif low >= 0.0 and high <= 255.0 and not floating:
+        scaled = values
+    elif low >= 0.0 and high <= 65535.0 and not floating:
+        scaled = values / 257.0
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with the right pixels: 16-bit and float pages scaled by their range, transparency on white paper."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        import numpy as np
+
+        values = np.asarray(image.convert("I") if image.mode.startswith("I;16") else image)
+        image = Image.fromarray(_to_bytes(values.astype(np.float64), image.mode == "F"), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGB", rgba.size, "white")
+        paper.paste(rgba, mask=rgba.getchannel("A"))  # transparent areas become paper white, not black
+        return paper
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _open_pages(
+    doc: Document, *, dpi: int = PDF_DPI, max_pages: int = MAX_PAGES, max_pixels: int = MAX_PIXELS
+) -> list[tuple[Image.Image, str]]:
+    source = describe_source(doc)
+    if isinstance(doc, PDFPage):
+        images, _ = _render_pdf(doc.path, str(doc), doc.dpi, [doc.page], max_pixels=max_pixels)
+        return [(_prepared(images[0], str(doc)), str(doc))]
+    if isinstance(doc, Image.Image):
+        _check_size(doc.width, doc.height, source, max_pixels)
+        frames = _frames(doc, source, max_pages) if doc.format in _EVERY_FRAME else [doc]
+    elif hasattr(doc, "__array_interface__") and not isinstance(doc, (bytes, bytearray)):
+        shape = getattr(doc, "shape", (0, 0))
+        _check_size(int(shape[1]) if len(shape) > 1 else 0, int(shape[0]) if shape else 0, source, max_pixels)
+        frames = [_from_array(doc, source)]
+    else:
+        data = _read_bytes(doc, source)
+        head = _head(data)
+        if not head:
+            raise DocumentError(f"{source!r} is empty (0 bytes).", source)
+        if head.startswith(b"%PDF-"):
+            images, count = _render_pdf(data, source, dpi, max_pixels=max_pixels, max_pages=max_pages)
+            names = [source] if count == 1 else [f"{source}#page={i + 1}" for i in range(count)]
+            return [(_prepared(image, name), name) for image, name in zip(images, names, strict=True)]
+        frames = _frames(_open_image(data, source, max_pixels), source, max_pages)
+    names = [source] if len(frames) == 1 else [f"{source}#page={i + 1}" for i in range(len(frames))]
+    return [(_prepared(frame, name), name) for frame, name in zip(frames, names, strict=True)]
+
+
+def load_document(
+    source: Document, *, dpi: int = PDF_DPI, max_pages: int = MAX_PAGES, max_pixels: int = MAX_PIXELS
+) -> list[Image.Image]:
+    """Open any document as one RGB image per page (see the module's description).
+
+    Args:
+        source: a path, bytes, a binary file object, a PIL image, a numpy array or a `PDFPage`.
+        dpi: resolution PDF pages are rendered at.
+        max_pages: a document with more pages is refused (nothing is read in part).
+        max_pixels: a page with more pixels is refused, from its header, before it is decoded.
 
     Raises:
-        DocumentError: the document is missing, unreadable, not an image, or of an unusable size.
+        DocumentError: missing, empty, not an image or PDF, damaged, password-protected, too large or too small;
+            the message names the document and what to do.
+        MissingDependencyError: a PDF without the ``pdf`` extra (that document only).
+
+    Example:
+        >>> from PIL import Image
+        >>> pages = load_document(Image.new("I;16", (40, 30), 40000))
+        >>> pages[0].mode, pages[0].getpixel((0, 0))
+        ('RGB', (156, 156, 156))
     """
-    if isinstance(doc, (str, os.PathLike)) and Path(doc).suffix.lower() == ".pdf" and Path(doc).is_file():
-        path = Path(doc)
-        images, count = _render_pdf(path, PDF_DPI)
-        sources = [os.fspath(doc)] if count == 1 else [str(PDFPage(path, i, PDF_DPI)) for i in range(count)]
-        return [(_prepared(image, source), source) for image, source in zip(images, sources, strict=True)]
-    return [load_image(doc)]
+    return [image for image, _ in _open_pages(source, dpi=dpi, max_pages=max_pages, max_pixels=max_pixels)]
+
+
+def load_pages(
+    doc: Document, *, dpi: int = PDF_DPI, max_pages: int = MAX_PAGES, max_pixels: int = MAX_PIXELS
+) -> list[tuple[Image.Image, str]]:
+    """`load_document` with each page's name: the document's, or ``invoice.pdf#page=2`` when there are several."""
+    return _open_pages(doc, dpi=dpi, max_pages=max_pages, max_pixels=max_pixels)
 
 
 def load_image(doc: Document) -> tuple[Image.Image, str]:
-    """Open ``doc`` as an RGB image and name its source.
-
-    A PDF path opens its only page; a PDF with several pages must be split with `pdf_pages` first, so no page is
-    silently dropped.
+    """Open a one-page document as an RGB image and name its source.
 
     Raises:
-        DocumentError: the document is missing, unreadable, not an image, or of an unusable size.
+        DocumentError: as `load_document`, or the document has several pages (use `load_document`, or
+            `InvoiceExtractor.extract_batch`, which gives one result per page or document).
     """
-    source = describe_source(doc)
-    try:
-        if isinstance(doc, PDFPage):
-            image = _render_pdf(doc.path, doc.dpi, [doc.page])[0][0]
-        elif isinstance(doc, (str, os.PathLike)):
-            path = Path(doc)
-            if not path.is_file():
-                raise DocumentError(f"Document {source!r} does not exist or is not a file.", source)
-            if path.suffix.lower() == ".pdf":
-                images, count = _render_pdf(path, PDF_DPI, [0])
-                if count != 1:
-                    raise DocumentError(
-                        f"{source!r} has {count} pages; pass invoice_vlm.inputs.pdf_pages({source!r}) to "
-                        f"extract_batch to get one result per page, or use invoice_vlm.load_pages({source!r}).",
-                        source,
-                    )
-                image = images[0]
-            else:
-                image = Image.open(path)
-                image.load()
-        elif isinstance(doc, (bytes, bytearray)):
-            if bytes(doc[:5]) == b"%PDF-":
-                raise DocumentError(
-                    "PDF bytes are not supported; save them to a file and pass pdf_pages(path)."
-                )
-            image = Image.open(io.BytesIO(doc))
-            image.load()
-        elif isinstance(doc, Image.Image):
-            image = doc
-        else:
-            raise DocumentError(
-                f"Cannot open a document of type {type(doc).__name__}; pass a path, bytes, a PIL image or a PDFPage.",
-                source,
-            )
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DocumentError(f"Cannot read {source!r} as an image: {exc}", source) from None
-    return _prepared(image, source), source
+    pages = _open_pages(doc)
+    if len(pages) != 1:
+        source = describe_source(doc)
+        raise DocumentError(
+            f"{source!r} has {len(pages)} pages; use invoice_vlm.inputs.load_document({source!r}) for every page, or "
+            "extract_batch for one result per page.",
+            source,
+        )
+    return pages[0]
 
 
 def _prepared(image: Image.Image, source: str) -> Image.Image:
-    """Size-checked, EXIF-rotated, RGB (transparency on white), its PDF text layer kept."""
-    if image.width * image.height > MAX_PIXELS:
-        raise DocumentError(
-            f"{source!r} is {image.width}x{image.height} pixels, more than {MAX_PIXELS:,}; downscale it first.",
-            source,
-        )
+    """Size-checked, EXIF-rotated, RGB (16-bit and float scaled, transparency on white), its PDF text layer kept."""
     if min(image.width, image.height) < MIN_SIDE:
         raise DocumentError(
             f"{source!r} is only {image.width}x{image.height} pixels; nothing legible fits.", source
         )
     text_layer = image.info.get(TEXT_LAYER)
-    image = ImageOps.exif_transpose(image) or image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.new("RGB", rgba.size, "white")
-        image.paste(rgba, mask=rgba.getchannel("A"))  # transparent areas become paper white, not black
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
+    try:
+        image = ImageOps.exif_transpose(image) or image
+        image = _to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DocumentError(f"{source!r} is damaged or truncated ({exc}); export it again.", source) from None
     if text_layer:
         image.info[TEXT_LAYER] = text_layer
     return image

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from invoice_vlm.config import GenerationSettings
-from invoice_vlm.errors import BackendError
+from invoice_vlm.errors import BackendContractError, BackendError
 from invoice_vlm.registry import BACKEND_GROUP, Registry
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ _OLD_CONTRACT = (
 def _optional(backend: object, attribute: str, kinds: type | tuple[type, ...], name: str) -> Any:
     value = getattr(backend, attribute, None)
     if value is not None and not isinstance(value, kinds):
-        raise TypeError(
+        raise BackendContractError(
             f"backend {name!r}: {attribute} must be {getattr(kinds, '__name__', kinds)}, got {type(value).__name__}."
         )
     return value
@@ -173,24 +173,28 @@ def describe_backend(backend: object, name: str | None = None) -> BackendInfo:
     """Check ``backend`` against the contract once, and read its optional capabilities.
 
     Raises:
-        TypeError: ``backend`` has no ``generate``, a capability has the wrong type, or it follows the old contract
+        BackendContractError: (a TypeError) ``backend`` has no ``generate``, a capability has the wrong type, or it follows the old contract
             (``generate(images, prompt)``, ``bind_schema``); the message says what to change.
     """
     label = name or getattr(backend, "name", None) or type(backend).__name__
     generate = getattr(backend, "generate", None)
     if not callable(generate):
-        raise TypeError(
+        raise BackendContractError(
             f"backend must have a generate(images, request) method, got {type(backend).__name__}; "
             "see invoice_vlm.backends.Backend."
         )
     if callable(getattr(backend, "bind_schema", None)):
-        raise TypeError(_OLD_CONTRACT.format(name=f"Backend {label!r}", what="(it has bind_schema())"))
+        raise BackendContractError(
+            _OLD_CONTRACT.format(name=f"Backend {label!r}", what="(it has bind_schema())")
+        )
     try:
         parameters = list(inspect.signature(generate).parameters)
     except (TypeError, ValueError):
         parameters = []
     if len(parameters) >= 2 and parameters[1] == "prompt":
-        raise TypeError(_OLD_CONTRACT.format(name=f"Backend {label!r}", what="generate(images, prompt)"))
+        raise BackendContractError(
+            _OLD_CONTRACT.format(name=f"Backend {label!r}", what="generate(images, prompt)")
+        )
     saver = getattr(backend, "save_pretrained", None)
     return BackendInfo(
         name=str(name or _optional(backend, "name", str, label) or type(backend).__name__),

@@ -9,6 +9,7 @@ torch, transformers and peft are imported inside the functions that need them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ __all__ = [
     "ADAPTER_WEIGHTS",
     "ModelRefs",
     "apply_adapter",
+    "check_hub",
     "ensure_safetensors_adapter",
     "has_processor",
+    "hub_offline",
     "is_local",
     "load_processor",
     "load_weights",
@@ -62,9 +65,60 @@ def resolve_device_dtype(device: str | None, dtype: str | torch.dtype | None) ->
 
 
 def is_local(ref: str | Path) -> bool:
-    """Whether ``ref`` names a local path rather than a Hub id like ``org/name``."""
+    """Whether ``ref`` names a local path rather than a Hub id like ``org/name``: it is never looked up on the Hub.
+
+    A path is anything that exists here, starts with ``.``, ``/`` or ``~``, has a backslash or more than one
+    ``/``, is not shaped like ``org/name``, or whose first part is a folder here (``data/palets`` when ``data/``
+    exists: a typo in a local path, not a Hub id).
+    """
     text = str(ref)
-    return Path(text).exists() or text.startswith((".", "/", "~")) or not _HUB_ID.match(text)
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1 or not _HUB_ID.match(text):
+        return True
+    return Path(text).expanduser().exists() or Path(text.split("/", 1)[0]).is_dir()
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set: Hub ids are read from the local cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_hub(ref: str, what: str = "model", timeout: float = 5.0) -> None:
+    """Ask the Hub about ``ref`` once, with a short timeout, before anything downloads (skipped offline).
+
+    Raises:
+        ModelLoadError: the Hub cannot be reached (the message says how to use the local cache with
+            ``HF_HUB_OFFLINE=1``), or the repository does not exist or is gated.
+    """
+    if hub_offline():
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    api = HfApi()
+    info = api.dataset_info if what == "dataset" else api.model_info
+    try:
+        info(ref, timeout=timeout)
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"{ref!r} is a gated {what} on the Hugging Face Hub: accept its terms on its page and log in "
+            "(hf auth login), or pass a local directory.",
+            ref,
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"No {what} {ref!r} on the Hugging Face Hub (or it is private: hf auth login). If it is a local folder, "
+            f"write it as ./{ref}.",
+            ref,
+        ) from None
+    except HfHubHTTPError:
+        return  # the Hub answered (rate limit, server error): the download reports the rest
+    except Exception as exc:  # no network, DNS, proxy, timeout: one attempt, then advice
+        raise ModelLoadError(
+            f"Cannot reach the Hugging Face Hub for {what} {ref!r} ({type(exc).__name__}). If it was downloaded "
+            "before, set HF_HUB_OFFLINE=1 to use the local cache; otherwise check the network, or pass a local "
+            "directory.",
+            ref,
+        ) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -80,7 +134,9 @@ def read_adapter_config(ref: str | Path) -> dict[str, Any] | None:
         path = Path(ref).expanduser()
         if not path.is_dir():
             raise ModelLoadError(
-                f"{str(ref)!r} is neither an existing directory nor a model id like 'org/name'.", str(ref)
+                f"{str(ref)!r} does not exist here (and it is a local path, so the Hub was not asked); check the "
+                "path, or give a Hub id like 'org/name'.",
+                str(ref),
             )
         file = path / "adapter_config.json"
         return _read_json(file) if file.is_file() else None
@@ -159,6 +215,9 @@ def resolve_refs(model: str | Path | None, adapter: str | Path | None) -> ModelR
             "A model is needed: a base id such as 'google/paligemma-3b-pt-448', an adapter id or directory, or a "
             "directory saved by invoice_vlm."
         )
+    for ref in (model, adapter):
+        if ref is not None and not is_local(ref):
+            check_hub(str(ref))
     if adapter is None:
         assert model is not None
         config = read_adapter_config(model)
@@ -168,6 +227,22 @@ def resolve_refs(model: str | Path | None, adapter: str | Path | None) -> ModelR
             base = str(model)
     else:
         base = _base_of(adapter, read_adapter_config(adapter)) if model is None else str(model)
+    if base not in (str(model), str(adapter)):  # read from an adapter's config: ask about it too
+        if is_local(base):
+            if not Path(base).expanduser().exists():
+                raise ModelLoadError(
+                    f"The adapter's base model {base!r} (adapter_config.json: base_model_name_or_path) does not exist "
+                    "here; pass the base with --model (model=).",
+                    base,
+                )
+        else:
+            check_hub(base)
+    elif is_local(base) and not Path(base).expanduser().exists():
+        raise ModelLoadError(
+            f"{base!r} does not exist here (and it is a local path, so the Hub was not asked); check the path, or "
+            "give a Hub id like 'org/name'.",
+            base,
+        )
     processor = adapter if adapter is not None and has_processor(adapter) else base
     return ModelRefs(
         base=base, adapter=str(adapter) if adapter is not None else None, processor=str(processor)

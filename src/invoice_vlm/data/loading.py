@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from invoice_vlm.errors import DatasetError, DatasetProblem, InvoiceVLMWarning, require
+from invoice_vlm.errors import DatasetError, DatasetProblem, InputError, InvoiceVLMWarning, require
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 if TYPE_CHECKING:
@@ -290,7 +290,21 @@ def _load_hf(
 ) -> DatasetDict:
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+    from invoice_vlm.backends._hf import check_hub, is_local
+    from invoice_vlm.errors import ModelLoadError
+
     local = Path(path).expanduser()
+    if not local.is_dir():
+        if is_local(path):
+            raise DatasetError(
+                [],
+                header=f"Dataset {str(path)!r} does not exist here (a local path, so the Hub was not asked); check "
+                "the folder name.",
+            )
+        try:
+            check_hub(str(path), "dataset")
+        except ModelLoadError as exc:
+            raise DatasetError([], header=str(exc)) from None
     loaded = load_from_disk(str(local)) if local.is_dir() else load_dataset(str(path))
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
@@ -379,7 +393,7 @@ def load(
     """
     require("Loading datasets", "data", "datasets")
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     spec = resolve_schema(schema)
     root = Path(path).expanduser()
     fmt = format

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from invoice_vlm._text import as_number, levenshtein
+from invoice_vlm.errors import InputError
 from invoice_vlm.schemas import LeafField, SchemaSpec, resolve_schema
 
 __all__ = [
@@ -215,16 +216,16 @@ def _as_document(value: Any) -> Any:
 def pair_documents(predictions: Sequence[Any], references: Sequence[Any]) -> list[tuple[Any, Any]]:
     """Predictions and references as (dict or ``None``, dict) pairs; raises ``ValueError`` when they do not pair up."""
     if len(predictions) != len(references):
-        raise ValueError(
+        raise InputError(
             f"{len(predictions)} predictions but {len(references)} references; they must pair up."
         )
     if not references:
-        raise ValueError("No documents to score.")
+        raise InputError("No documents to score.")
     pairs = []
     for i, (p, r) in enumerate(zip(predictions, references, strict=True)):
         ref = _as_document(r)
         if not isinstance(ref, dict):
-            raise ValueError(f"references[{i}] is not a JSON object: {str(r)[:80]!r}")
+            raise InputError(f"references[{i}] is not a JSON object: {str(r)[:80]!r}")
         pred = _as_document(p)
         pairs.append((pred if isinstance(pred, dict) else None, ref))
     return pairs
@@ -330,7 +331,7 @@ def validity_rates(raw_texts: Sequence[str], schema: str | SchemaSpec) -> dict[s
 
     spec = resolve_schema(schema)
     if not raw_texts:
-        raise ValueError("No outputs to rate.")
+        raise InputError("No outputs to rate.")
     json_ok = schema_ok = 0
     for text in raw_texts:
         try:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from invoice_vlm.errors import MissingDependencyError
+from invoice_vlm.errors import InputError, MissingDependencyError
 
 __all__ = ["bleu", "ter"]
 
@@ -15,22 +15,22 @@ def _references(
     predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]
 ) -> list[list[str]]:
     if isinstance(predictions, str) or isinstance(references, str):
-        raise TypeError("predictions and references must be lists of strings, not a single string.")
+        raise InputError("predictions and references must be lists of strings, not a single string.")
     if len(predictions) != len(references):
-        raise ValueError(
+        raise InputError(
             f"{len(predictions)} predictions but {len(references)} references; they must pair up."
         )
     if not predictions:
-        raise ValueError("No predictions to score.")
+        raise InputError("No predictions to score.")
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     for i, r in enumerate(refs):
         if not r or not all(isinstance(x, str) for x in r):
-            raise ValueError(
+            raise InputError(
                 f"references[{i}] must be a string or a non-empty list of strings, got {references[i]!r}."
             )
     for i, p in enumerate(predictions):
         if not isinstance(p, str):
-            raise ValueError(f"predictions[{i}] must be a string, got {type(p).__name__}.")
+            raise InputError(f"predictions[{i}] must be a string, got {type(p).__name__}.")
     return refs
 
 

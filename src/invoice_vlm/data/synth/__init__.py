@@ -27,7 +27,7 @@ from invoice_vlm.data.synth.kit import Sampler, SynthKit, Template
 from invoice_vlm.data.synth.page import A4, font_path, load_font, raster
 from invoice_vlm.data.synth.photo import photo_style
 from invoice_vlm.data.synth.values import make_faker
-from invoice_vlm.errors import MissingDependencyError
+from invoice_vlm.errors import InputError, MissingDependencyError
 from invoice_vlm.registry import Registry
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
@@ -115,7 +115,7 @@ class Document:
 
 def _kit(spec: SchemaSpec) -> SynthKit:
     if spec.name not in synth_kits:
-        raise ValueError(
+        raise InputError(
             f"No synthetic data for schema {spec.name!r}; available: {', '.join(synth_kits.names())}. "
             "A schema brings its own with invoice_vlm.data.synth.register_synth."
         )
@@ -146,7 +146,7 @@ def write_pdf(
     spec = resolve_schema(schema)
     layout = _kit(spec).pages
     if layout is None:
-        raise ValueError(f"Schema {spec.name!r} has no multi-page layout; its SynthKit sets none (pages=).")
+        raise InputError(f"Schema {spec.name!r} has no multi-page layout; its SynthKit sets none (pages=).")
     pages, truth = layout(spec, sample(spec, seed), random.Random(f"{seed}:pdf"))
     spec.validate_data(truth)
     out = Path(out)
@@ -187,11 +187,11 @@ def render(
     rng = random.Random(seed)
     name = template or rng.choice(sorted(templates))
     if name not in templates:
-        raise ValueError(
+        raise InputError(
             f"Unknown template {name!r} for {spec.name}; available: {', '.join(sorted(templates))}."
         )
     if style not in ("clean", "photo", "rotated"):
-        raise ValueError(f"style must be 'clean', 'photo' or 'rotated' for one document, got {style!r}.")
+        raise InputError(f"style must be 'clean', 'photo' or 'rotated' for one document, got {style!r}.")
     drawn = templates[name](spec, data, rng)
     image, data = drawn if isinstance(drawn, tuple) else (drawn, data)
     spec.validate_data(data)
@@ -216,7 +216,7 @@ def generate(
 
 def _split_counts(n: int, split: Sequence[float]) -> list[int]:
     if len(split) != 3 or any(s < 0 for s in split) or not math.isclose(sum(split), 1.0, abs_tol=1e-6):
-        raise ValueError(
+        raise InputError(
             f"split must be three non-negative fractions summing to 1, e.g. 0.8,0.1,0.1; got {split}."
         )
     train = round(n * split[0])
@@ -244,9 +244,9 @@ def write_dataset(
     """
     spec = resolve_schema(schema)
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+        raise InputError(f"n must be at least 1, got {n}.")
     if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}.")
+        raise InputError(f"style must be one of {', '.join(STYLES)}, got {style!r}.")
     out = Path(out)
     counts = _split_counts(n, split)
     from tqdm.auto import tqdm
