@@ -276,3 +276,9 @@ def test_oversized_header_is_refused_before_decoding(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[0].startswith("refused") and int(out[1]) < 50, out
+
+
+def test_file_objects_are_named_without_memory_addresses():
+    with pytest.raises(DocumentError) as caught:
+        load_document(io.BytesIO(b""))
+    assert "<BytesIO file object>" in str(caught.value) and "0x" not in str(caught.value)

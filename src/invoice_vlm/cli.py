@@ -1,7 +1,9 @@
 """The ``invoice-vlm`` command: a thin layer over the public API.
 
-Every command prints JSON (or JSON lines) that scripts can read, shows progress bars on stderr for long work, and
-exits 0 on success, 1 when some inputs failed, 2 when it could not run at all, with a one-line reason on stderr.
+``extract`` prints JSON lines, ``evaluate``, ``score``, ``synth`` and ``finetune`` one JSON object, ``schemas``
+text (or JSON with ``--json``); progress bars and summaries go to stderr. Exit status: 0 on success, 1 when some
+inputs failed, 2 when the command could not run, with the whole reason on stderr, in terms of the command's flags.
+A genuine bug shows its traceback.
 """
 
 from __future__ import annotations
@@ -21,18 +23,41 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
 
 class CLIError(Exception):
-    """A reason the command could not run, printed as one line."""
+    """A reason the command could not run."""
 
 
-def _write_jsonl(records: Sequence[dict[str, Any]], output: str | None) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if output is None or output == "-":
-        sys.stdout.write(lines)
-        sys.stdout.flush()
-        return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(lines, encoding="utf-8")
+MAX_MESSAGE_LINES = 25
+"""An error's lines shown on stderr (a dataset's problems beyond them are counted)."""
+
+# Python spellings in library messages, and the command-line flags that do the same.
+_FLAGS = (
+    ("on_error='skip'", "--on-error skip"),
+    ("constrained=False (--no-constrained)", "--no-constrained"),
+    ("constrained=False", "--no-constrained"),
+    ("generation=/constrained= (--constrained)", "--max-new-tokens/--constrained"),
+    ("overwrite=True (--overwrite)", "--overwrite"),
+    ("split= (--split)", "--split"),
+    ("drop schema=", "drop --schema"),
+    ("device='cpu'", "--device cpu"),
+    ("pass --model (model=)", "pass --model"),
+    ("with --model (model=)", "with --model"),
+)
+
+
+def _in_flags(message: str) -> str:
+    for python, flag in _FLAGS:
+        message = message.replace(python, flag)
+    return message
+
+
+def _report_error(command: str, exc: BaseException, err: TextIO) -> None:
+    lines = _in_flags(str(exc)).strip().splitlines() or [type(exc).__name__]
+    shown = lines[:MAX_MESSAGE_LINES]
+    print(f"invoice-vlm {command}: error: {shown[0]}", file=err)
+    for line in shown[1:]:
+        print(f"  {line.strip()}", file=err)
+    if len(lines) > len(shown):
+        print(f"  ... and {len(lines) - len(shown)} more line(s)", file=err)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
@@ -52,9 +77,52 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_model_args(args: argparse.Namespace) -> None:
+    """What the library would say in Python terms, said with the command's flags, before anything loads."""
+    from invoice_vlm.backends._hf import is_local
+    from invoice_vlm.config import ExtractorConfig
+    from invoice_vlm.schemas import get_schema
+
+    if args.schema is not None:
+        get_schema(args.schema)  # a misspelt name lists the registered ones
+
+    for flag, ref in (("--model", args.model), ("--adapter", args.adapter)):
+        if ref is not None and is_local(ref) and not Path(ref).expanduser().exists():
+            raise CLIError(
+                f"{flag} {ref} does not exist (a local path, so the Hub was not asked); check the path."
+            )
+    saved = any(
+        ref is not None and Path(ref).expanduser().is_dir() and ExtractorConfig.exists(Path(ref).expanduser())
+        for ref in (args.model, args.adapter)
+    )
+    if args.schema is None and not saved:
+        raise CLIError(
+            "--schema is needed (a registered name: invoice-vlm schemas), unless --model is a directory saved by "
+            "invoice_vlm, which names its own."
+        )
+
+
+def _quiet_loading(args: argparse.Namespace) -> None:
+    """--no-progress hides the weight-loading and download bars of transformers and huggingface_hub too."""
+    if not getattr(args, "no_progress", False):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
 def _load_extractor(args: argparse.Namespace) -> Any:
     from invoice_vlm import InvoiceExtractor
 
+    _check_model_args(args)
+    _quiet_loading(args)
     return InvoiceExtractor.from_pretrained(
         args.model,
         adapter=args.adapter,
@@ -81,32 +149,99 @@ def _generation_override(args: argparse.Namespace) -> dict[str, Any]:
     return {"generation": {**saved, "max_new_tokens": args.max_new_tokens}}
 
 
+def _written_sources(path: Path) -> tuple[set[str], int]:
+    """Sources already in an ``extract --output`` file, and the byte length of its complete lines."""
+    sources: set[str] = set()
+    good = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break  # a line cut off by the interruption: written again
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if isinstance(record, dict) and isinstance(record.get("source"), str):
+                sources.add(record["source"])
+            good += len(raw)
+    return sources, good
+
+
+def _done(document: str, written: set[str]) -> bool:
+    return document in written or any(s.startswith(f"{document}#page=") for s in written)
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
+    from invoice_vlm.inputs import describe_source
+
+    documents: list[str] = list(args.documents)
+    output = None if args.output in (None, "-") else Path(args.output)
+    skipped = 0
+    if output is not None and output.exists():
+        if output.is_dir():
+            raise CLIError(f"--output {output} is a folder; give a file name such as results.jsonl.")
+        if args.resume:
+            written, keep = _written_sources(output)
+            with output.open("r+b") as handle:
+                handle.truncate(keep)  # drop a line the interruption cut off
+            before = len(documents)
+            documents = [d for d in documents if not _done(describe_source(d), written)]
+            skipped = before - len(documents)
+        elif not args.overwrite and output.stat().st_size > 0:
+            raise CLIError(
+                f"--output {output} already exists; pass --resume to skip the documents it holds and add the rest, "
+                "or --overwrite to replace it."
+            )
+    elif args.resume and output is None:
+        raise CLIError("--resume needs --output FILE: it skips the documents that file already holds.")
     extractor = _load_extractor(args)
-    results = extractor.extract_batch(
-        list(args.documents), batch_size=args.batch_size, progress=not args.no_progress, pages=args.pages
+    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        sink: TextIO = output.open("a" if args.resume else "w", encoding="utf-8")
+    else:
+        sink = sys.stdout
+    try:
+        for results in extractor.extract_iter(
+            documents, batch_size=args.batch_size, progress=not args.no_progress, pages=args.pages
+        ):
+            counts["documents"] += 1
+            for result in results:
+                failed = not result.valid and result.raw_text == ""
+                counts["pages" if not failed else "failed"] += 1
+                if not failed:
+                    counts["valid" if result.valid else "invalid"] += 1
+                sink.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+            sink.flush()  # one document at a time: an interrupted run keeps what it finished
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+    summary = (
+        f"{counts['documents']} document(s), {counts['pages']} result(s) read: {counts['valid']} valid, "
+        f"{counts['invalid']} invalid, {counts['failed']} could not be processed"
     )
-    _write_jsonl([r.to_record() for r in results], args.output)
-    unread = [r for r in results if r.raw_text == "" and not r.valid]
-    invalid = sum(1 for r in results if not r.valid)
-    print(
-        f"{len(results)} document(s): {len(results) - invalid} valid, {invalid} invalid"
-        + (f", {len(unread)} could not be processed" if unread else ""),
-        file=sys.stderr,
-    )
-    return EXIT_PARTIAL if unread else EXIT_OK
+    if skipped:
+        summary += f"; {skipped} already in {output}, skipped"
+    print(summary, file=sys.stderr)
+    return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False) -> None:
     p.add_argument(
-        "--model", "-m", help="base model id or dir, adapter id or dir, or a dir saved by invoice_vlm"
+        "--model",
+        "-m",
+        help="base model id or dir, adapter id or dir, or a dir saved by invoice_vlm (default: none, for backends "
+        "such as ocr that need no model)",
     )
-    p.add_argument("--adapter", "-a", help="PEFT adapter id or directory to apply to --model")
+    p.add_argument("--adapter", "-a", help="PEFT adapter id or directory to apply to --model (default: none)")
     p.add_argument(
-        "--schema", "-s", required=schema_required, help="registered schema name (see: invoice-vlm schemas)"
+        "--schema",
+        "-s",
+        required=schema_required,
+        help="registered schema name, see: invoice-vlm schemas (default: the one a saved --model directory names)",
     )
-    p.add_argument("--backend", "-b", help="registered backend name (default: paligemma)")
-    p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--backend", "-b", help="registered backend name (default: paligemma, or the saved one)")
+    p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available, else cpu)")
     p.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on cuda, else float32)")
     p.add_argument(
         "--constrained",
@@ -129,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invoice-vlm",
         description="Documents to validated JSON with vision-language models; fine-tuning and evaluation.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"invoice-vlm {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("schemas", help="list registered schemas with their prompts and fields")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of text")
@@ -140,24 +276,54 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "extract",
         help="extract documents to JSON lines",
-        description="Extract each document (image or PDF; PDFs give one line per page) and print one JSON object "
-        "per document: source, valid, data, errors, confidence, raw_text.",
+        description="Extract each document (PNG, JPEG, WebP, BMP, GIF, TIFF or PDF) and write one JSON object per "
+        "document, or per page for schemas that read pages apart: source, valid, data, partial, errors, "
+        "field_errors, confidence, printed, raw_text. Lines are written as documents finish; a summary goes to "
+        "stderr.",
     )
     p.add_argument("documents", nargs="+", metavar="DOC", help="image or PDF files")
     _add_model_args(p)
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="pages per model call (default: 8)")
     p.add_argument(
         "--pages",
         choices=("merge", "each"),
         help="multi-page files: one result per document (merge) or per page (each); default: the schema's "
         "(invoice: merge, pallet_label: each)",
     )
-    p.add_argument("--output", "-o", help="write JSON lines to this file instead of stdout")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--output", "-o", help="write JSON lines to this file, one document at a time (default: stdout)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --output: skip the documents the file already holds and append the rest",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (model loading included)")
     p.set_defaults(func=_cmd_extract)
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help that keeps the descriptions' lines."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _parse_split(text: str) -> tuple[float, float, float]:
@@ -184,6 +350,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         split=args.split,
         template=args.template,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(json.dumps({"out": str(args.out), "schema": args.schema, "style": args.style, "splits": counts}))
     return EXIT_OK
@@ -199,8 +366,11 @@ def _register_synth(sub: Any) -> None:
     p.add_argument(
         "--schema", "-s", default="pallet_label", help="pallet_label or invoice (default: pallet_label)"
     )
-    p.add_argument("--n", type=int, required=True, help="number of documents")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--n", type=_positive_int, required=True, help="number of documents (required)")
+    p.add_argument("--out", required=True, type=Path, help="output folder, new or empty (required)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the train/valid/test folders already in --out"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--style",
@@ -228,8 +398,13 @@ def _headline(report: Any, out: Path | None) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from invoice_vlm.errors import require
     from invoice_vlm.evaluation import evaluate
 
+    require("invoice-vlm evaluate", "data", "datasets")  # before any model loads or any document is read
+    require("invoice-vlm evaluate (BLEU and TER)", "metrics", "sacrebleu")
+    if args.report is not None:
+        require("invoice-vlm evaluate --report (per_field.png)", "plot", "matplotlib")
     extractor = _load_extractor(args)
     report = evaluate(
         extractor,
@@ -238,6 +413,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         limit=args.limit,
+        on_error="skip" if args.on_error == "skip" else "raise",
     )
     out = report.save(args.report) if args.report else None
     _headline(report, out)
@@ -327,10 +503,15 @@ def _register_evaluate(sub: Any) -> None:
     _add_model_args(p)
     p.add_argument("--data", required=True, help="dataset folder (Roboflow, Donut or saved HF dataset)")
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    p.add_argument("--report", type=Path, help="directory for report.json, report.md, per_field.png")
-    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N documents")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="directory for report.json, report.md, per_field.png (default: none, only the JSON summary)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="pages per model call (default: 8)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N documents (default: all)")
+    _on_error_flag(p)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (model loading included)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -340,13 +521,34 @@ def _register_evaluate(sub: Any) -> None:
         "per line. REFERENCES: Roboflow rows (suffix), Donut rows (ground_truth), or one JSON object per line. "
         "Lines pair up by file name when both sides name every document, else by order.",
     )
-    p.add_argument("predictions", type=Path)
-    p.add_argument("references", type=Path)
+    p.add_argument(
+        "predictions",
+        type=Path,
+        help="JSON lines: extract's records, predicted objects, raw text, or dataset rows",
+    )
+    p.add_argument(
+        "references",
+        type=Path,
+        help="JSON lines: Roboflow rows (suffix), Donut rows (ground_truth), or objects",
+    )
     p.add_argument(
         "--schema", "-s", help="schema of the documents (default: the one registered schema they fit)"
     )
-    p.add_argument("--report", type=Path, help="directory for report.json, report.md, per_field.png")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="directory for report.json, report.md, per_field.png (default: none, only the JSON summary)",
+    )
     p.set_defaults(func=_cmd_score)
+
+
+def _on_error_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="bad dataset rows: fail lists every one and stops, skip drops them with a count (default: fail)",
+    )
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
@@ -356,10 +558,29 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     from invoice_vlm.finetune.config import FinetuneConfig
 
     hints = typing.get_type_hints(FinetuneConfig)
-    helps = FinetuneConfig.field_help()
+    helps = dict(FinetuneConfig.field_help())
+    for f in dataclasses.fields(FinetuneConfig):
+        if f.default is not dataclasses.MISSING:
+            shown = (
+                "none"
+                if f.default is None
+                else str(f.default).lower()
+                if isinstance(f.default, bool)
+                else f.default
+            )
+            helps[f.name] = f"{helps[f.name].rstrip('.')} (default: {shown})"
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            helps[f.name] = f"{helps[f.name].rstrip('.')} (default: {','.join(map(str, value)) or 'none'})"
+        else:
+            helps[f.name] = f"{helps[f.name].rstrip('.')} (required unless --config gives it)"
     for f in dataclasses.fields(FinetuneConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        if f.name == "on_error":
+            _on_error_flag(p)
+            p.set_defaults(on_error=None)
+            continue
         text = str(kind)
         if kind is bool:
             p.add_argument(flag, dest=f.name, type=_parse_bool, metavar="true|false", help=helps[f.name])
@@ -389,6 +610,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "on_error" in overrides:
+        overrides["on_error"] = "skip" if overrides["on_error"] == "skip" else "raise"
+    from invoice_vlm.errors import require
+
+    require("invoice-vlm finetune", "train", "trl")  # before any data or model loads
     if args.config is not None:
         config = FinetuneConfig.load(args.config, **overrides)
     else:
@@ -415,7 +641,9 @@ def _register_finetune(sub: Any) -> None:
         description="Train with the settings of --config (YAML or JSON); any flag below overrides the file. Works "
         "under torchrun / accelerate launch; only the main process writes. Prints a JSON summary at the end.",
     )
-    p.add_argument("--config", "-c", type=Path, help="YAML or JSON file of FinetuneConfig settings")
+    p.add_argument(
+        "--config", "-c", type=Path, help="YAML or JSON file of FinetuneConfig settings (default: flags only)"
+    )
     _config_flags(p)
     p.set_defaults(func=_cmd_finetune)
 
@@ -424,17 +652,18 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth, _register_evalu
 
 
 def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
-    """Run ``invoice-vlm``; returns the exit status."""
+    """Run ``invoice-vlm``; returns the exit status.
+
+    A user's mistake (any `InvoiceVLMError`, a file that cannot be read or written) is reported in full on stderr,
+    in terms of the flags, with exit status 2; anything else is a bug and shows its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     err = stderr or sys.stderr
     try:
         return int(args.func(args))
-    except (InvoiceVLMError, CLIError, OSError, ValueError, TypeError) as exc:
-        message = (
-            " ".join(str(exc).split()) if not isinstance(exc, InvoiceVLMError) else str(exc).splitlines()[0]
-        )
-        print(f"invoice-vlm {args.command}: error: {message}", file=err)
+    except (InvoiceVLMError, CLIError, OSError) as exc:
+        _report_error(args.command, exc, err)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"invoice-vlm {args.command}: interrupted", file=err)

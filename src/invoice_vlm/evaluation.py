@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from invoice_vlm.errors import DatasetError, InputError, InvoiceVLMWarning, MissingDependencyError
 from invoice_vlm.metrics.base import Case, Metric, list_metrics
@@ -236,6 +236,7 @@ def evaluate(
     batch_size: int = 8,
     progress: bool = True,
     limit: int | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
 ) -> EvaluationReport:
     """Extract every document of a dataset split and score the results.
 
@@ -247,6 +248,8 @@ def evaluate(
         batch_size: images per backend call.
         progress: show a progress bar.
         limit: score only the first ``limit`` documents.
+        on_error: for a path: ``"raise"`` lists every bad row in one `DatasetError`, ``"skip"`` drops them with a
+            warning that counts them.
 
     Example:
         >>> # report = invoice_vlm.evaluate(ex, "data/pallets", split="test")
@@ -257,7 +260,7 @@ def evaluate(
         from invoice_vlm.data import load
 
         source_name = str(dataset)
-        dataset = load(dataset, schema=extractor.schema)
+        dataset = load(dataset, schema=extractor.schema, on_error=on_error)
     if isinstance(dataset, dict):  # a DatasetDict
         if split not in dataset:
             raise DatasetError(

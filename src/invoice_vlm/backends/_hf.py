@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADAPTER_WEIGHTS",
+    "PEFT_DEPRECATION",
     "ModelRefs",
     "apply_adapter",
     "check_hub",
@@ -31,6 +35,7 @@ __all__ = [
     "is_local",
     "load_processor",
     "load_weights",
+    "quiet_peft",
     "read_adapter_config",
     "resolve_device_dtype",
     "resolve_refs",
@@ -312,13 +317,27 @@ def load_weights(
     return net if device.startswith("cuda") else net.to(device)
 
 
+PEFT_DEPRECATION = "`is_gradient_checkpointing` is deprecated and will be removed in v6"
+"""peft (0.21) asks transformers 5 for a renamed attribute whenever it wraps a model; not ours to fix, not the user's
+to read: silenced where we wrap, by this exact message."""
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence peft's one known deprecation warning (`PEFT_DEPRECATION`) and nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(PEFT_DEPRECATION), category=FutureWarning)
+        yield
+
+
 def apply_adapter(net: Any, adapter: str | Path, *, trainable: bool, base: str | Path | None = None) -> Any:
     """Wrap ``net`` in the PEFT adapter at ``adapter`` (safetensors only)."""
     ensure_safetensors_adapter(adapter)
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(net, str(adapter), is_trainable=trainable)
+        with quiet_peft():
+            return PeftModel.from_pretrained(net, str(adapter), is_trainable=trainable)
     except Exception as exc:
         raise ModelLoadError(
             f"Cannot apply adapter {str(adapter)!r} to {str(base or 'the base model')!r}: {type(exc).__name__}: {exc}",

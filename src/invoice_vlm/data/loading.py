@@ -197,7 +197,8 @@ def reference_text(row: Any) -> tuple[str, str | None]:
 def prediction_text(row: Any) -> tuple[str, str | None]:
     """A prediction's text and document name, from a line of model text or a row the CLI or other tools wrote.
 
-    ``raw_text`` (our ``extract`` records), ``prediction``, an ``extract`` record's ``data``, or the object itself.
+    ``raw_text`` (our ``extract`` records), ``prediction``, an ``extract`` record's ``data``, a dataset row
+    (``suffix``, ``ground_truth``, ``target``: scoring a dataset against itself gives 1.0), or the object itself.
 
     Example:
         >>> prediction_text({"source": "1.png", "valid": True, "raw_text": '{"total": 3}', "data": {"total": 3}})
@@ -214,6 +215,8 @@ def prediction_text(row: Any) -> tuple[str, str | None]:
             return (pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False)), name
         if "data" in row and "valid" in row:
             return json.dumps(row["data"] or {}, ensure_ascii=False), name
+        if "suffix" in row or "ground_truth" in row or "target" in row:  # rows in a dataset's own format
+            return reference_text(row)
     return json.dumps(row, ensure_ascii=False), None
 
 
@@ -229,7 +232,7 @@ def read_records(
     spec = resolve_schema(schema)
     fmt = _detect(root) if format == "auto" else format
     if fmt not in ("roboflow", "donut"):
-        raise ValueError(f"read_records reads folders of JSONL files, not format {fmt!r}.")
+        raise InputError(f"read_records reads folders of JSONL files, not format {fmt!r}.")
     files = _roboflow_files(root) if fmt == "roboflow" else _donut_files(root)
     if not files:
         _detect(root)  # raises with the expected layouts

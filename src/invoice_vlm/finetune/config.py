@@ -114,12 +114,20 @@ class FinetuneConfig:
         metadata={"help": "Experiment trackers (wandb, tensorboard...); none by default."},
     )
     device: str | None = field(default=None, metadata={"help": "cuda or cpu; default: cuda when available."})
+    on_error: str = field(
+        default="raise",
+        metadata={
+            "help": "Bad dataset rows: 'raise' lists them all and stops, 'skip' drops them with a count."
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []
         for key in ("base_model", "data", "schema", "output_dir"):
             if not getattr(self, key):
                 problems.append(f"{key} is required")
+        if self.on_error not in ("raise", "skip"):
+            problems.append(f"on_error must be raise or skip, got {self.on_error!r}")
         if self.method not in ("lora", "qlora", "full"):
             problems.append(f"method must be lora, qlora or full, got {self.method!r}")
         for key in (

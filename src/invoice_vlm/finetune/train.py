@@ -14,6 +14,7 @@ from invoice_vlm.backends._hf import (
     apply_adapter,
     load_processor,
     load_weights,
+    quiet_peft,
     resolve_device_dtype,
     resolve_refs,
 )
@@ -165,7 +166,8 @@ def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
             modules_to_save=["multi_modal_projector"] if config.train_projector else None,
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(model, lora)
+        with quiet_peft():
+            model = get_peft_model(model, lora)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise TrainingError(
@@ -345,7 +347,7 @@ def finetune(
         raise ConfigError(
             "The prompt must not contain '<image>'; the processor adds the image tokens.", key="prompt"
         )
-    dataset = load(config.data, schema=spec)
+    dataset = load(config.data, schema=spec, on_error=config.on_error)  # type: ignore[arg-type]
     train, val, test = _splits(dataset)
     _check_prompts(dataset, prompt, config, spec)
     device, dtype = resolve_device_dtype(config.device, None)

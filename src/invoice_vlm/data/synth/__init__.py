@@ -27,7 +27,7 @@ from invoice_vlm.data.synth.kit import Sampler, SynthKit, Template
 from invoice_vlm.data.synth.page import A4, font_path, load_font, raster
 from invoice_vlm.data.synth.photo import photo_style
 from invoice_vlm.data.synth.values import make_faker
-from invoice_vlm.errors import InputError, MissingDependencyError
+from invoice_vlm.errors import InputError, MissingDependencyError, require
 from invoice_vlm.registry import Registry
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
@@ -234,20 +234,41 @@ def write_dataset(
     split: Sequence[float] = (0.8, 0.1, 0.1),
     template: str | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write ``n`` documents as ``out/{train,valid,test}/annotations.jsonl`` plus images.
 
     Rows are ``{"image": file, "prefix": prompt, "suffix": json}``; annotations are byte-identical for the same seed.
+    ``out`` must be empty or new, so two runs never mix; ``overwrite=True`` first deletes its ``train``, ``valid``
+    and ``test`` folders (nothing else in it).
 
     Returns:
         The number of documents per split.
+
+    Raises:
+        InputError: ``out`` is a file, or a folder that is not empty and ``overwrite`` is false.
+        MissingDependencyError: the ``data`` extra is missing (checked before anything is written).
     """
     spec = resolve_schema(schema)
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}.")
     if style not in STYLES:
         raise InputError(f"style must be one of {', '.join(STYLES)}, got {style!r}.")
+    require("The synthetic data generator", "data", "faker", "numpy")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder to write the dataset into.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(
+                f"{out} is not empty; writing into it would mix two datasets. Pick a new folder, or pass "
+                "overwrite=True (--overwrite) to replace its train/valid/test folders."
+            )
+        import shutil
+
+        for name in ("train", "valid", "test"):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
     counts = _split_counts(n, split)
     from tqdm.auto import tqdm
 
