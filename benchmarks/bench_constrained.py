@@ -17,20 +17,11 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-from PIL import Image, ImageDraw
+from _common import build_small_model, pages
+from PIL import Image
 
 from invoice_vlm import GenerationSettings, InvoiceExtractor
-
-
-def pages(n: int) -> list[Image.Image]:
-    out = []
-    for i in range(n):
-        image = Image.new("RGB", (448, 448), ((i * 53) % 256, (i * 97) % 256, 180))
-        ImageDraw.Draw(image).rectangle([20 + i * 7, 30, 200 + i * 5, 260], fill=(20, (i * 31) % 256, 90))
-        out.append(image)
-    return out
 
 
 def timed(extractor: InvoiceExtractor, images: list[Image.Image], batch: int, tokens: int) -> float:
@@ -55,21 +46,9 @@ def main() -> None:
 
     import torch
 
-    from invoice_vlm.testing import build_tiny_paligemma
-
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_tiny_paligemma(
-            Path(tmp) / "model",
-            image_size=224,
-            patch_size=14,
-            hidden_size=256,
-            num_layers=4,
-            num_heads=4,
-            vision_hidden_size=256,
-            vision_layers=4,
-            schemas=["pallet_label"],
-        )
+        model = build_small_model(tmp)
         constrained = InvoiceExtractor.from_pretrained(
             model, schema="pallet_label", generation={"max_new_tokens": args.tokens}, constrained=True
         )

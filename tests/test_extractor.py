@@ -76,6 +76,31 @@ def test_backend_returning_wrong_count_is_retried_per_item():
     assert [r.valid for r in results] == [True, True, True]  # retried one by one, each then gets one answer
 
 
+def test_out_of_memory_halves_the_batch_down_to_one_page():
+    class SmallGPU:
+        """Runs out of memory above two pages; page 5 fails even alone."""
+
+        def __init__(self):
+            self.sizes = []
+
+        def generate(self, images, request):
+            self.sizes.append(len(images))
+            if len(images) > 2:
+                raise MemoryError("CUDA out of memory")  # stands for torch.cuda.OutOfMemoryError
+            if any(image.width == 45 for image in images):
+                raise RuntimeError("this page breaks the model")
+            return [Generation(GOOD) for _ in images]
+
+    backend = SmallGPU()
+    pages = [Image.new("RGB", (40 + i, 30), "white") for i in range(8)]
+    results = InvoiceExtractor(backend=backend, schema="pallet_label").extract_batch(
+        pages, batch_size=8, progress=False
+    )
+    assert [r.valid for r in results] == [True] * 5 + [False] + [True] * 2
+    assert "this page breaks the model" in results[5].errors[0]
+    assert backend.sizes == [8, 4, 2, 2, 4, 2, 1, 1, 2]  # halves, never all eight one by one
+
+
 def test_old_backend_contract_is_refused_with_what_to_change():
     class OldStyle:
         def generate(self, images, prompt):

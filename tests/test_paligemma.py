@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from PIL import Image, ImageDraw
@@ -229,3 +230,139 @@ def test_char_confidence_is_linear_and_exact(tiny_model):
         at += width
     assert decoded == text and at == len(owners)
     assert list(scores) == pytest.approx(expected)
+
+
+def test_merged_adapter_decodes_like_the_unmerged_one_and_saves_the_adapter(
+    tiny_model, adapter_dir, tmp_path
+):
+    merged = InvoiceExtractor.from_pretrained(
+        adapter_dir, schema="pallet_label", generation={"max_new_tokens": 24}, constrained=False
+    )
+    plain = InvoiceExtractor.from_pretrained(
+        adapter_dir,
+        schema="pallet_label",
+        generation={"max_new_tokens": 24},
+        constrained=False,
+        merge_adapter=False,
+    )
+    lora = [
+        m for n, m in merged.backend.model.named_modules() if n.endswith("q_proj") and hasattr(m, "merged")
+    ]
+    assert lora and all(m.merged for m in lora)
+    docs = [doc(i) for i in range(3)]
+    assert [r.raw_text for r in merged.extract_batch(docs, progress=False)] == [
+        r.raw_text for r in plain.extract_batch(docs, progress=False)
+    ]
+    with torch.inference_mode():  # the logits agree within float tolerance, not only the greedy tokens
+        inputs = merged.backend.processor(images=docs[0], text="<image>" + PROMPT, return_tensors="pt")
+        a = merged.backend.model(**inputs).logits
+        b = plain.backend.model(**inputs).logits
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    out = merged.save_pretrained(tmp_path / "saved")
+    from safetensors.torch import load_file
+
+    assert (
+        load_file(out / "adapter_model.safetensors").keys()
+        == load_file(adapter_dir / "adapter_model.safetensors").keys()
+    )
+    assert InvoiceExtractor.from_pretrained(out).extract(docs[1]).raw_text == plain.extract(docs[1]).raw_text
+
+
+PEAK_SCRIPT = """
+import sys, threading, time
+from PIL import Image
+from invoice_vlm import InvoiceExtractor
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+tokens = int(sys.argv[2])
+ex = InvoiceExtractor.from_pretrained(sys.argv[1], schema="pallet_label", constrained=False,
+                                      generation={"max_new_tokens": tokens, "min_new_tokens": tokens})
+pages = [Image.new("RGB", (64, 64), (i * 40, 90, 200)) for i in range(4)]
+ex.extract_batch(pages[:1], progress=False)  # warm up
+top = base = rss()
+done = False
+def watch():
+    global top
+    while not done:
+        top = max(top, rss())
+        time.sleep(0.001)
+t = threading.Thread(target=watch); t.start()
+outputs = ex.backend.generate(pages, ex.request)
+done = True; t.join()
+assert [g.num_tokens for g in outputs] == [tokens] * 4 and all(g.char_confidence is not None for g in outputs)
+print(max(top, rss()) - base)
+"""
+
+
+def test_peak_memory_does_not_grow_with_vocabulary_times_output_length(tiny_model, tmp_path):
+    """Confidence keeps one number per token: 4 pages x 96 tokens over a 200k vocabulary would be 300 MB of scores."""
+    import subprocess
+    import sys
+
+    from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+
+    model = PaliGemmaForConditionalGeneration.from_pretrained(tiny_model)
+    known = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(200_000, mean_resizing=False)
+    with (
+        torch.no_grad()
+    ):  # the new tokens score 0: scored every step, never chosen (the tokenizer lacks them)
+        model.get_input_embeddings().weight[known:] = 0.0
+    big = tmp_path / "big-vocab"
+    model.save_pretrained(big)
+    AutoProcessor.from_pretrained(tiny_model).save_pretrained(big)
+    peaks = {}
+    for tokens in (8, 96):
+        # Blocks of 128 KB and more come from mmap and go back at once, so resident memory tracks live tensors
+        # (glibc would otherwise keep freed vocabulary-sized buffers in its heap, and the peak would measure that).
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        run = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, str(big), str(tokens)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        peaks[tokens] = float(run.stdout.split()[-1])
+    scores_mb = 4 * (96 - 8) * 200_000 * 4 / 2**20  # what keeping the vocabulary's scores would add: 268 MB
+    assert peaks[96] - peaks[8] < scores_mb / 5, peaks
+
+
+def test_compiled_static_cache_decodes_the_same(tiny_model):
+    settings = {"max_new_tokens": 10}
+    plain = InvoiceExtractor.from_pretrained(
+        tiny_model, schema="pallet_label", generation=settings, constrained=False
+    )
+    compiled = InvoiceExtractor.from_pretrained(
+        tiny_model, schema="pallet_label", generation=settings, constrained=False, compile=True
+    )
+    docs = [doc(i) for i in range(2)]
+    expected = [r.raw_text for r in plain.extract_batch(docs, batch_size=2, progress=False)]
+    assert [r.raw_text for r in compiled.extract_batch(docs, batch_size=2, progress=False)] == expected
+
+
+def test_char_confidence_without_sentencepiece_pieces_decodes_incrementally(tiny_model):
+    """A tokenizer whose token strings do not spell its text still gets exact scores, by incremental decoding."""
+    from transformers import AutoProcessor
+
+    from invoice_vlm.backends.paligemma import char_confidence
+
+    real = AutoProcessor.from_pretrained(tiny_model).tokenizer
+
+    class Opaque:
+        all_special_ids = real.all_special_ids
+
+        def decode(self, ids, skip_special_tokens=True):
+            return real.decode(ids, skip_special_tokens=skip_special_tokens)
+
+        def convert_ids_to_tokens(self, token_id):
+            return "?"
+
+    text = '{"route": "V183-RZ-924", "dock": "D7"}'
+    ids = real(text, add_special_tokens=False)["input_ids"]
+    probs = [0.3 + (i % 7) / 10 for i in range(len(ids))]
+    assert char_confidence(Opaque(), ids, probs) == char_confidence(real, ids, probs)

@@ -326,13 +326,18 @@ class InvoiceExtractor:
         )
 
     def _generate_each(self, images: list[Any]) -> list[object]:
-        """Generate for a batch; when the batch fails, each image alone, so one bad item does not sink the rest."""
+        """Generate for a batch; when it fails, each half again, down to single pages.
+
+        A batch that runs a GPU out of memory is retried in halves until it fits (down to one page before a page
+        fails); a page that breaks its batch is isolated in a few calls, and its neighbours are still read.
+        """
         try:
             return self._generate(images)
         except Exception as exc:
             if len(images) == 1:
                 return [exc]
-        return [self._generate_each([image])[0] for image in images]
+        half = (len(images) + 1) // 2
+        return self._generate_each(images[:half]) + self._generate_each(images[half:])
 
     def _mode(self, pages: str | None) -> str:
         mode = pages or self.schema.pages
@@ -376,8 +381,8 @@ class InvoiceExtractor:
         Each input gives one result, except a multi-page file read page by page (``pages="each"``, the
         ``pallet_label`` default), which gives one result per page, named like ``labels.pdf#page=2``. A document
         that cannot be opened (or needs an extra that is not installed, like a PDF without ``pdf``), or a page
-        whose generation fails, gives a failed result that says why (a failed batch is retried one page at a
-        time, so one bad item does not sink its neighbours).
+        whose generation fails, gives a failed result that says why (a failed batch, a GPU out of memory
+        included, is retried in halves down to single pages, so one bad item does not sink its neighbours).
 
         Args:
             documents: paths, bytes, binary files, PIL images, numpy arrays or `PDFPage` objects (see

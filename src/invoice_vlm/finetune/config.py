@@ -80,6 +80,13 @@ class FinetuneConfig:
         default=False,
         metadata={"help": "Recompute activations to save memory (turn on for 3B models on 24 GB)."},
     )
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes preparing batches; default: 0 on the CPU (the training uses every core), "
+            "min(4, cores // 2) on a GPU, where decoding images in parallel keeps it busy."
+        },
+    )
     max_length: int | None = field(
         default=None,
         metadata={

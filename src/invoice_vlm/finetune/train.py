@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,6 +252,12 @@ def _generate_and_score(model: Any, dataset: Any, invoice: dict[str, Any]) -> Ev
     return report
 
 
+def _workers(config: FinetuneConfig, device: str) -> int:
+    if config.dataloader_num_workers is not None:
+        return config.dataloader_num_workers
+    return min(4, (os.cpu_count() or 2) // 2) if device.startswith("cuda") else 0
+
+
 def _sft_config(config: FinetuneConfig, has_eval: bool, device: str, dtype: Any) -> Any:
     import torch
     from trl import SFTConfig
@@ -280,6 +287,8 @@ def _sft_config(config: FinetuneConfig, has_eval: bool, device: str, dtype: Any)
         "save_only_model": False,
         "use_cpu": not device.startswith("cuda"),
         "dataloader_pin_memory": device.startswith("cuda"),
+        "dataloader_num_workers": _workers(config, device),
+        "dataloader_persistent_workers": _workers(config, device) > 0,
         "push_to_hub": False,  # the final directory is pushed by us, with its model card
     }
     if not epoch_based:

@@ -1,0 +1,78 @@
+"""What the benchmarks share: the small random PaliGemma they measure, its pages, and a peak-memory probe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+SMALL = {  # the issue's reference size: 224 px, 4 vision and 4 text layers, width 256
+    "image_size": 224,
+    "patch_size": 14,
+    "hidden_size": 256,
+    "num_layers": 4,
+    "num_heads": 4,
+    "vision_hidden_size": 256,
+    "vision_layers": 4,
+}
+
+
+def build_small_model(folder: str | Path) -> Path:
+    """The small random PaliGemma, built offline (seeded: the same weights every run)."""
+    from invoice_vlm.testing import build_tiny_paligemma
+
+    return build_tiny_paligemma(Path(folder) / "model", schemas=["pallet_label"], **SMALL)
+
+
+def pages(n: int, size: int = 448) -> list[Image.Image]:
+    """``n`` different pages (colour and a block placed per index)."""
+    out = []
+    for i in range(n):
+        image = Image.new("RGB", (size, size), ((i * 53) % 256, (i * 97) % 256, 180))
+        ImageDraw.Draw(image).rectangle([20 + i * 7, 30, 200 + i * 5, 260], fill=(20, (i * 31) % 256, 90))
+        out.append(image)
+    return out
+
+
+class PeakMemory:
+    """Peak resident memory above the starting point while the block runs (CPU), or CUDA's own peak."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+
+    @staticmethod
+    def _rss_mb() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096 / 2**20
+
+    def __enter__(self) -> PeakMemory:
+        import torch
+
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated() / 2**20
+            return self
+        self._base = self._rss_mb()
+        self._top = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._top = max(self._top, self._rss_mb())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self._cuda:
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20 - self._base
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self._top, self._rss_mb()) - self._base

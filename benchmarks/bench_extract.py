@@ -1,0 +1,140 @@
+"""Extraction throughput against the reference model card's per-image snippet, measured side by side in one run.
+
+    python benchmarks/bench_extract.py [--docs 16] [--tokens 48] [--batch-sizes 1 4 8 16] [--rounds 3]
+
+Both sides use the same small random PaliGemma (built offline by the script: 224 px, 4 vision and 4 text layers,
+width 256), loaded once outside the timing, the same prompt and pages, and exactly ``--tokens`` generated tokens per
+page (``min_new_tokens`` = ``max_new_tokens`` on both sides). The snippet is the card's loop: processor, greedy
+``generate`` and ``decode`` for one image at a time. Ours is `InvoiceExtractor.extract_batch` at each batch size,
+the whole path: loading pages, generating with per-token confidence, parsing, normalising and validating
+(unconstrained, since ``min_new_tokens`` forces tokens past a document's end; see bench_constrained.py for the
+grammar's cost). Every round times the snippet, then each batch size of ours and of plain batched ``generate``;
+the ratios are per round (drifts of a noisy machine cancel) and their medians are reported. Peak memory is the most resident memory above
+the starting point during a run (CUDA's own peak on a GPU). The last column is plain batched ``generate`` at the same
+batch size (processor, generate, batch_decode: nothing else), the ceiling for any library on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from _common import PeakMemory, build_small_model, pages
+
+from invoice_vlm import InvoiceExtractor
+
+
+def snippet(model: Any, processor: Any, images: list[Any], prompt: str, tokens: int) -> list[str]:
+    """The reference card's inference, one image at a time."""
+    import torch
+
+    out = []
+    for image in images:
+        model_inputs = processor(text="<image>" + prompt, images=image, return_tensors="pt").to(model.device)
+        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(model.dtype)
+        input_len = model_inputs["input_ids"].shape[-1]
+        with torch.inference_mode():
+            generation = model.generate(
+                **model_inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
+            )
+            generation = generation[0][input_len:]
+        out.append(processor.decode(generation, skip_special_tokens=True))
+    return out
+
+
+def batched(model: Any, processor: Any, images: list[Any], prompt: str, tokens: int, batch: int) -> list[str]:
+    """Plain batched ``generate`` with nothing else: the ceiling for any library at this batch size."""
+    import torch
+
+    out: list[str] = []
+    for at in range(0, len(images), batch):
+        chunk = images[at : at + batch]
+        inputs = processor(text=["<image>" + prompt] * len(chunk), images=chunk, return_tensors="pt").to(
+            model.device
+        )
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        with torch.inference_mode():
+            generation = model.generate(
+                **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
+            )
+        out.extend(
+            processor.batch_decode(generation[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=16, help="pages per measurement (default: 16)")
+    parser.add_argument("--tokens", type=int, default=48, help="tokens generated per page (default: 48)")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16], help="(default: 1 4 8 16)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side (default: 5)")
+    args = parser.parse_args()
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_small_model(tmp)
+        settings = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
+        ours = InvoiceExtractor.from_pretrained(
+            path, schema="pallet_label", generation=settings, constrained=False
+        )
+        model, processor = ours.backend.model, ours.backend.processor  # the snippet's model, loaded once
+        images = pages(args.docs)
+        prompt = ours.prompt
+        print(f"torch {torch.__version__}, device {ours.backend.device}, {torch.get_num_threads()} threads")
+        print(f"{args.docs} pages x {args.tokens} tokens; {args.rounds} paired rounds, medians")
+        snippet(model, processor, images[:2], prompt, args.tokens)  # warm up
+        for batch in args.batch_sizes:
+            ours.extract_batch(images[:batch], batch_size=batch, progress=False)
+        # Timed rounds, nothing else running in the process; each round pairs the sides, so slow drifts of the
+        # machine cancel in the per-round ratios, whose medians are reported.
+        ratio: dict[int, list[float]] = {b: [] for b in args.batch_sizes}
+        ceiling: dict[int, list[float]] = {b: [] for b in args.batch_sizes}
+        rates: dict[int, list[float]] = {b: [] for b in args.batch_sizes}
+        snippet_rates: list[float] = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            texts = snippet(model, processor, images, prompt, args.tokens)
+            base = time.perf_counter() - start
+            snippet_rates.append(args.docs / base)
+            for batch in args.batch_sizes:
+                start = time.perf_counter()
+                extracted = ours.extract_batch(images, batch_size=batch, progress=False)
+                seconds = time.perf_counter() - start
+                if batch == 1 and [r.raw_text for r in extracted] != texts:
+                    raise SystemExit("our batch-1 output differs from the snippet's: no ratio printed")
+                start = time.perf_counter()
+                batched(model, processor, images, prompt, args.tokens, batch)
+                plain = time.perf_counter() - start
+                ratio[batch].append(base / seconds)
+                ceiling[batch].append(base / plain)
+                rates[batch].append(args.docs / seconds)
+        # Peak memory in separate, untimed runs (the sampling thread would slow the timed ones).
+        with PeakMemory() as peak:
+            snippet(model, processor, images, prompt, args.tokens)
+        snippet_mb = peak.peak_mb
+        memory = {}
+        for batch in args.batch_sizes:
+            with PeakMemory() as peak:
+                ours.extract_batch(images, batch_size=batch, progress=False)
+            memory[batch] = peak.peak_mb
+        median = statistics.median
+        print(f"{'side':<22}{'docs/s':>9}{'vs snippet':>12}{'peak MB':>10}{'plain generate vs snippet':>28}")
+        print(f"{'reference snippet':<22}{median(snippet_rates):>9.2f}{1.0:>12.2f}{snippet_mb:>10.0f}")
+        for batch in args.batch_sizes:
+            print(
+                f"{'extract_batch b=' + str(batch):<22}{median(rates[batch]):>9.2f}{median(ratio[batch]):>12.2f}"
+                f"{memory[batch]:>10.0f}{median(ceiling[batch]):>28.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmark scripts stay runnable: each answers --help, and the GPU one runs on the CPU in its reduced form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = sorted(p for p in BENCHMARKS.glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_benchmark_explains_itself(script):
+    run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "usage:" in run.stdout and len(run.stdout) > 300, run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
+    pytest.importorskip("trl")
+    argv = [
+        "--reduced",
+        "--train-steps",
+        "2",
+        "--train-batch",
+        "2",
+        "--tokens",
+        "4",
+        "--batch-sizes",
+        "1",
+        "2",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout[run.stdout.index("{\n") :])
+    assert report["architecture"] == "reduced"
+    assert report["finetune"]["train_samples_per_s"] > 0 and report["finetune"]["model_tflops_per_sample"] > 0
+    assert [row["batch"] for row in report["extract"]] == [1, 2]
+    assert all(row["images_per_s"] > 0 for row in report["extract"])
