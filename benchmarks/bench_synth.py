@@ -18,7 +18,9 @@ BUDGET_S = 60.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200, help="documents per schema and style (default: 200)")
     args = parser.parse_args()
     print(f"{'schema':<14}{'style':<8}{'docs':>6}{'seconds':>10}{'docs/s':>9}{'vs 60s budget (n=200)':>24}")
