@@ -282,3 +282,18 @@ def test_file_objects_are_named_without_memory_addresses():
     with pytest.raises(DocumentError) as caught:
         load_document(io.BytesIO(b""))
     assert "<BytesIO file object>" in str(caught.value) and "0x" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"plain text", "unsupported"),
+        (_png_bytes(Image.effect_noise((200, 200), 60))[:4000], "damaged"),
+        (_png_claiming(12000, 12000), "too_large"),
+    ],
+)
+def test_errors_say_what_kind_of_problem(data, reason):
+    with pytest.raises(DocumentError) as caught:
+        load_document(data)
+    assert caught.value.reason == reason

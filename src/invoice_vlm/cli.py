@@ -648,7 +648,85 @@ def _register_finetune(sub: Any) -> None:
     p.set_defaults(func=_cmd_finetune)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_synth, _register_evaluate, _register_finetune]
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from invoice_vlm.errors import require
+
+    require("invoice-vlm serve", "serve", "fastapi", "uvicorn", "prometheus_client", "python_multipart")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise CLIError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    if args.review_dir is not None and args.review_dir.exists() and not args.review_dir.is_dir():
+        raise CLIError(f"--review-dir {args.review_dir} is a file; give a folder")
+    import uvicorn
+
+    from invoice_vlm.serve import ServeConfig, create_app
+
+    extractor = _load_extractor(args)
+    config = ServeConfig(
+        review_dir=args.review_dir,
+        api_key=api_key,
+        max_upload_mb=args.max_upload_mb,
+        max_pages=args.max_pages,
+        queue_size=args.queue_size,
+        timeout_s=args.timeout,
+        batch_size=args.batch_size,
+        min_confidence=args.min_confidence,
+    )
+    print(
+        f"invoice-vlm serve: http://{args.host}:{args.port}/ (review page), /v1/extract, /metrics",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(extractor, config), host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
+def _register_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve extraction over HTTP, with a review page whose corrections become training data",
+        description="Run an HTTP service: POST /v1/extract (multipart field 'file'), a review page at /, "
+        "/healthz, /readyz and /metrics. Accepted reviews go to --review-dir as a dataset that "
+        "invoice_vlm.data.load reads. Nothing is fetched from URLs a client names.",
+    )
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--review-dir", type=Path, help="folder for accepted reviews (default: none, reviews refused)"
+    )
+    p.add_argument(
+        "--api-key-env",
+        help="name of an environment variable holding the API key clients must send (default: none, open)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="pages per model call (default: 8)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default: 25)")
+    p.add_argument(
+        "--max-pages", type=_positive_int, default=20, help="most pages per document (default: 20)"
+    )
+    p.add_argument(
+        "--queue-size", type=_positive_int, default=64, help="documents waiting before 503 (default: 64)"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait (default: 120)")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.8,
+        help="fields below it are flagged for review (default: 0.8)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide model-loading bars (default: shown)")
+    p.set_defaults(func=_cmd_serve)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [
+    _register_synth,
+    _register_evaluate,
+    _register_finetune,
+    _register_serve,
+]
 
 
 def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:

@@ -122,10 +122,18 @@ class InputError(InvoiceVLMError, ValueError):
 
 
 class DocumentError(InvoiceVLMError):
-    """A document could not be opened as an image."""
+    """A document could not be opened as an image.
 
-    def __init__(self, message: str, source: str | None = None) -> None:
+    Attributes:
+        source: the document's name.
+        reason: what kind of problem, for callers that map it (the HTTP service: 413, 415, 422): ``"missing"``,
+            ``"empty"``, ``"unsupported"`` (not an image or PDF), ``"damaged"``, ``"encrypted"``, ``"too_large"``,
+            ``"too_many_pages"``, ``"too_small"``, or ``None``.
+    """
+
+    def __init__(self, message: str, source: str | None = None, reason: str | None = None) -> None:
         self.source = source
+        self.reason = reason
         super().__init__(message)
 
 

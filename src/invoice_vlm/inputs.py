@@ -35,6 +35,7 @@ __all__ = [
     "PDF_DPI",
     "TEXT_LAYER",
     "Document",
+    "OpenedPages",
     "PDFPage",
     "TextRun",
     "describe_source",
@@ -73,6 +74,18 @@ class PDFPage:
 
 
 @dataclass(frozen=True)
+class OpenedPages:
+    """A document already opened (by `load_pages` or `load_document`): its RGB pages and its name.
+
+    Passing it to `InvoiceExtractor.extract_batch` reads it without decoding the file again (the HTTP service checks
+    an upload this way before queueing it).
+    """
+
+    pages: tuple[Image.Image, ...]
+    name: str
+
+
+@dataclass(frozen=True)
 class TextRun:
     """A run of text on one line of a PDF page's text layer, with its box in the rendered image's pixels."""
 
@@ -84,7 +97,15 @@ class TextRun:
 
 
 Document = Union[
-    str, "os.PathLike[str]", bytes, bytearray, IO[bytes], Image.Image, "np.ndarray[Any, Any]", PDFPage
+    str,
+    "os.PathLike[str]",
+    bytes,
+    bytearray,
+    IO[bytes],
+    Image.Image,
+    "np.ndarray[Any, Any]",
+    PDFPage,
+    "OpenedPages",
 ]
 """Anything `load_document` opens: a path, bytes, a binary file object, a PIL image, a numpy array or a `PDFPage`."""
 
@@ -95,6 +116,8 @@ def describe_source(doc: object) -> str:
         return os.fspath(doc)
     if isinstance(doc, PDFPage):
         return str(doc)
+    if isinstance(doc, OpenedPages):
+        return doc.name
     if isinstance(doc, (bytes, bytearray)):
         return f"<{len(doc)} bytes>"
     if isinstance(doc, Image.Image):
@@ -140,25 +163,30 @@ def _render_pdf(
         reason = str(exc)
         if "password" in reason.lower():
             raise DocumentError(
-                f"{source!r} is a password-protected PDF; save a decrypted copy and pass that.", source
+                f"{source!r} is a password-protected PDF; save a decrypted copy and pass that.",
+                source,
+                reason="encrypted",
             ) from None
         raise DocumentError(
-            f"Cannot read {source!r} as a PDF ({reason}); is the file complete?", source
+            f"Cannot read {source!r} as a PDF ({reason}); is the file complete?", source, reason="damaged"
         ) from None
     try:
         count = len(pdf)
         if count == 0:
-            raise DocumentError(f"{source!r} is a PDF with no pages.", source)
+            raise DocumentError(f"{source!r} is a PDF with no pages.", source, reason="damaged")
         wanted = list(range(count)) if pages is None else list(pages)
         if len(wanted) > max_pages:
             raise DocumentError(
                 f"{source!r} has {count} pages, more than max_pages={max_pages}; split it, or raise max_pages.",
                 source,
+                reason="too_many_pages",
             )
         images = []
         for page in wanted:
             if not 0 <= page < count:
-                raise DocumentError(f"{source} has {count} page(s); page {page + 1} does not exist.", source)
+                raise DocumentError(
+                    f"{source} has {count} page(s); page {page + 1} does not exist.", source, reason="missing"
+                )
             pdf_page = pdf[page]
             width, height = (round(v * dpi / 72) for v in pdf_page.get_size())
             _check_size(width, height, f"{source}#page={page + 1}" if count > 1 else source, max_pixels)
@@ -240,7 +268,7 @@ def pdf_pages(path: str | os.PathLike[str], dpi: int = PDF_DPI) -> list[PDFPage]
     try:
         pdf = pdfium.PdfDocument(str(p))
     except pdfium.PdfiumError as exc:
-        raise DocumentError(f"Cannot read {str(p)!r} as a PDF ({exc}).", str(p)) from None
+        raise DocumentError(f"Cannot read {str(p)!r} as a PDF ({exc}).", str(p), reason="damaged") from None
     try:
         return [PDFPage(p, i, dpi) for i in range(len(pdf))]
     finally:
@@ -253,9 +281,12 @@ def _check_size(width: int, height: int, source: str, max_pixels: int) -> None:
             f"{source!r} is {width}x{height} pixels ({width * height:,}), more than max_pixels={max_pixels:,}; "
             "downscale it, or raise max_pixels if it really is one page.",
             source,
+            reason="too_large",
         )
     if min(width, height) < MIN_SIDE:
-        raise DocumentError(f"{source!r} is only {width}x{height} pixels; nothing legible fits.", source)
+        raise DocumentError(
+            f"{source!r} is only {width}x{height} pixels; nothing legible fits.", source, reason="too_small"
+        )
 
 
 def _read_bytes(doc: object, source: str) -> bytes | Path:
@@ -264,7 +295,9 @@ def _read_bytes(doc: object, source: str) -> bytes | Path:
         path = Path(doc).expanduser()
         if not path.is_file():
             hint = " (it is a folder: pass the files in it)" if path.is_dir() else ""
-            raise DocumentError(f"Document {source!r} does not exist or is not a file{hint}.", source)
+            raise DocumentError(
+                f"Document {source!r} does not exist or is not a file{hint}.", source, reason="missing"
+            )
         return path
     if isinstance(doc, (bytes, bytearray, memoryview)):
         return bytes(doc)
@@ -273,13 +306,16 @@ def _read_bytes(doc: object, source: str) -> bytes | Path:
         data = read()
         if not isinstance(data, (bytes, bytearray)):
             raise DocumentError(
-                f"{source!r} is a text file object; open the file in binary mode ('rb').", source
+                f"{source!r} is a text file object; open the file in binary mode ('rb').",
+                source,
+                reason="unsupported",
             )
         return bytes(data)
     raise DocumentError(
         f"Cannot open a document of type {type(doc).__name__}; pass a path, bytes, a binary file object, a PIL image, "
         "a numpy array or a PDFPage.",
         source,
+        reason="unsupported",
     )
 
 
@@ -298,7 +334,9 @@ def _open_image(data: bytes | Path, source: str, max_pixels: int) -> Image.Image
             image = Image.open(data if isinstance(data, Path) else io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise DocumentError(
-            f"{source!r} is far too large ({exc}); downscale it, it cannot be one page.", source
+            f"{source!r} is far too large ({exc}); downscale it, it cannot be one page.",
+            source,
+            reason="too_large",
         ) from None
     except UnidentifiedImageError:
         head = _head(data)
@@ -306,6 +344,7 @@ def _open_image(data: bytes | Path, source: str, max_pixels: int) -> Image.Image
         raise DocumentError(
             f"{source!r} is not a {_FORMATS} file (it starts with {shown[:24]!r}); pass an image or a PDF.",
             source,
+            reason="unsupported",
         ) from None
     _check_size(image.width, image.height, source, max_pixels)
     return image
@@ -318,6 +357,7 @@ def _frames(image: Image.Image, source: str, max_pages: int) -> list[Image.Image
         raise DocumentError(
             f"{source!r} has {count} pages, more than max_pages={max_pages}; split it, or raise max_pages.",
             source,
+            reason="too_many_pages",
         )
     frames = []
     try:
@@ -329,7 +369,9 @@ def _frames(image: Image.Image, source: str, max_pages: int) -> list[Image.Image
             frame.format = image.format
             frames.append(frame)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DocumentError(f"{source!r} is damaged or truncated ({exc}); export it again.", source) from None
+        raise DocumentError(
+            f"{source!r} is damaged or truncated ({exc}); export it again.", source, reason="damaged"
+        ) from None
     return frames
 
 
@@ -342,7 +384,9 @@ def _from_array(array: Any, source: str) -> Image.Image:
         values = values[:, :, 0]
     if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[2] not in (3, 4)):
         raise DocumentError(
-            f"{source!r}: an array page must be H x W or H x W x 3/4, got shape {values.shape}.", source
+            f"{source!r}: an array page must be H x W or H x W x 3/4, got shape {values.shape}.",
+            source,
+            reason="unsupported",
         )
     if values.dtype == bool:
         values = values.astype(np.uint8) * 255
@@ -389,6 +433,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _open_pages(
     doc: Document, *, dpi: int = PDF_DPI, max_pages: int = MAX_PAGES, max_pixels: int = MAX_PIXELS
 ) -> list[tuple[Image.Image, str]]:
+    if isinstance(doc, OpenedPages):
+        if len(doc.pages) == 1:
+            return [(doc.pages[0], doc.name)]
+        return [(page, f"{doc.name}#page={i + 1}") for i, page in enumerate(doc.pages)]
     source = describe_source(doc)
     if isinstance(doc, PDFPage):
         images, _ = _render_pdf(doc.path, str(doc), doc.dpi, [doc.page], max_pixels=max_pixels)
@@ -404,7 +452,7 @@ def _open_pages(
         data = _read_bytes(doc, source)
         head = _head(data)
         if not head:
-            raise DocumentError(f"{source!r} is empty (0 bytes).", source)
+            raise DocumentError(f"{source!r} is empty (0 bytes).", source, reason="empty")
         if head.startswith(b"%PDF-"):
             images, count = _render_pdf(data, source, dpi, max_pixels=max_pixels, max_pages=max_pages)
             names = [source] if count == 1 else [f"{source}#page={i + 1}" for i in range(count)]
@@ -460,6 +508,7 @@ def load_image(doc: Document) -> tuple[Image.Image, str]:
             f"{source!r} has {len(pages)} pages; use invoice_vlm.inputs.load_document({source!r}) for every page, or "
             "extract_batch for one result per page.",
             source,
+            reason="unsupported",
         )
     return pages[0]
 
@@ -468,14 +517,18 @@ def _prepared(image: Image.Image, source: str) -> Image.Image:
     """Size-checked, EXIF-rotated, RGB (16-bit and float scaled, transparency on white), its PDF text layer kept."""
     if min(image.width, image.height) < MIN_SIDE:
         raise DocumentError(
-            f"{source!r} is only {image.width}x{image.height} pixels; nothing legible fits.", source
+            f"{source!r} is only {image.width}x{image.height} pixels; nothing legible fits.",
+            source,
+            reason="too_small",
         )
     text_layer = image.info.get(TEXT_LAYER)
     try:
         image = ImageOps.exif_transpose(image) or image
         image = _to_rgb(image)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DocumentError(f"{source!r} is damaged or truncated ({exc}); export it again.", source) from None
+        raise DocumentError(
+            f"{source!r} is damaged or truncated ({exc}); export it again.", source, reason="damaged"
+        ) from None
     if text_layer:
         image.info[TEXT_LAYER] = text_layer
     return image

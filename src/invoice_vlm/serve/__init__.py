@@ -1,0 +1,366 @@
+"""Extraction as an HTTP service, with a review page whose accepted corrections become training data.
+
+``create_app(extractor, ...)`` builds a FastAPI application (extra ``serve``); ``invoice-vlm serve`` runs it with
+uvicorn. Endpoints:
+
+- ``POST /v1/extract``: a multipart upload (field ``file``: an image or a PDF) → the record ``invoice-vlm extract``
+  writes, plus ``needs_review`` (field paths below ``min_confidence`` or with a field error). Content is sniffed, never
+  trusted: 413 for an upload or page too large or too many pages, 415 for a file that is no image or PDF, 422 for a
+  broken one; 503 with ``Retry-After`` when the queue is full; 504 past the per-request timeout; 401 without the API
+  key when one is set. The service never fetches a URL a client names.
+- ``POST /v1/review``: the same file and the corrected document (field ``data``, JSON); validated against the
+  schema (422 with the field errors otherwise) and added to ``review_dir`` as a Roboflow-layout dataset that
+  `invoice_vlm.data.load` reads and `finetune` trains on: the image under a new name and one line appended to
+  ``train/annotations.jsonl``, never overwriting an earlier item.
+- ``GET /``: the review page; ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded),
+  ``GET /metrics`` (Prometheus: requests, latency, documents, pages, invalid results, queue depth).
+
+Requests are served by one worker thread that owns the model: documents waiting together (up to ``batch_size``
+pages, or ``batch_wait_ms`` of waiting) go through one `InvoiceExtractor.extract_iter` call, which batches their
+pages in one ``generate`` and hands each request its own results, in order, so results never mix.
+"""
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.errors import DocumentError, MissingDependencyError, require
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from invoice_vlm.extractor import InvoiceExtractor
+
+__all__ = ["ServeConfig", "create_app", "review_items"]
+
+PAGE = Path(__file__).with_name("page.html")
+_STATUS = {
+    "unsupported": 415,
+    "too_large": 413,
+    "too_many_pages": 413,
+    "empty": 422,
+    "damaged": 422,
+    "encrypted": 422,
+    "too_small": 422,
+    "missing": 422,
+}
+
+
+@dataclass
+class ServeConfig:
+    """Limits and options of the service."""
+
+    review_dir: Path | None = field(default=None, metadata={"help": "Where accepted reviews are written."})
+    api_key: str | None = field(default=None, metadata={"help": "Required in X-API-Key or a Bearer token."})
+    max_upload_mb: float = field(default=25.0, metadata={"help": "Larger uploads get 413."})
+    max_pages: int = field(default=20, metadata={"help": "Documents with more pages get 413."})
+    max_pixels: int = field(default=40_000_000, metadata={"help": "Larger pages get 413, from the header."})
+    queue_size: int = field(default=64, metadata={"help": "Documents waiting; beyond, 503 with Retry-After."})
+    timeout_s: float = field(default=120.0, metadata={"help": "A request waiting longer gets 504."})
+    batch_size: int = field(default=8, metadata={"help": "Pages per model call."})
+    batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits to fill."})
+    min_confidence: float = field(default=0.8, metadata={"help": "Fields below it are flagged for review."})
+
+
+@dataclass
+class _Job:
+    pages: list[Any]
+    name: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _needs_review(record: dict[str, Any], min_confidence: float) -> list[str]:
+    flagged = {path for path, score in record["confidence"].items() if score < min_confidence}
+    flagged |= set(record["field_errors"])
+    return sorted(flagged)
+
+
+class _Worker:
+    """The one thread that runs the model: takes jobs, batches them, answers each its own results."""
+
+    def __init__(self, extractor: "InvoiceExtractor", config: "ServeConfig", metrics: "_Metrics") -> None:
+        self.extractor = extractor
+        self.config = config
+        self.metrics = metrics
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=config.queue_size)
+        self.thread = threading.Thread(target=self._run, name="invoice-vlm-model", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            pages = len(job.pages)
+            deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+            while pages < self.config.batch_size:
+                try:
+                    more = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(more)
+                pages += len(more.pages)
+            self.metrics.queue.set(self.jobs.qsize())
+            self._answer(batch)
+
+    def _answer(self, batch: "list[_Job]") -> None:
+        from invoice_vlm.inputs import OpenedPages
+
+        documents = [OpenedPages(tuple(job.pages), job.name) for job in batch]
+        try:
+            outputs = list(
+                self.extractor.extract_iter(documents, batch_size=self.config.batch_size, progress=False)
+            )
+        except Exception as exc:  # a bug in a backend: every waiting request hears of it
+            for job in batch:
+                job.loop.call_soon_threadsafe(_settle, job.future, exc)
+            return
+        for job, results in zip(batch, outputs, strict=True):
+            job.loop.call_soon_threadsafe(_settle, job.future, results)
+
+    def stop(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self.jobs.put_nowait(None)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "invoice_vlm_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "invoice_vlm_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )  # fmt: skip
+        self.documents = Counter("invoice_vlm_documents", "Documents extracted", registry=self.registry)
+        self.pages = Counter("invoice_vlm_pages", "Pages extracted", registry=self.registry)
+        self.invalid = Counter(
+            "invoice_vlm_invalid_results", "Results that did not validate", registry=self.registry
+        )
+        self.queue = Gauge(
+            "invoice_vlm_queue_depth", "Documents waiting for the model", registry=self.registry
+        )
+
+
+def review_items(review_dir: str | Path) -> list[dict[str, Any]]:
+    """The accepted reviews in ``review_dir``, one row per item (``image``, ``prefix``, ``suffix``)."""
+    path = Path(review_dir) / "train" / "annotations.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _write_review(review_dir: Path, page: Any, prompt: str, target: str) -> str:
+    """Add one reviewed page: the image under a fresh name (written, then renamed), then one appended line."""
+    folder = review_dir / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
+    name = f"review_{time.strftime('%Y%m%d-%H%M%S')}_{digest}_{uuid.uuid4().hex[:6]}.png"
+    temporary = folder / f".{name}.tmp"
+    with temporary.open("xb") as handle:  # "x": never overwrite an earlier item
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.link(temporary, folder / name)  # fails rather than replace an existing file
+    temporary.unlink()
+    line = json.dumps({"image": name, "prefix": prompt, "suffix": target}, ensure_ascii=False) + "\n"
+    with (folder / "annotations.jsonl").open("a", encoding="utf-8") as handle:
+        fcntl.flock(
+            handle, fcntl.LOCK_EX
+        )  # one line at a time, whole, even with several servers on one folder
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return name
+
+
+def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = None) -> "FastAPI":
+    """The service for ``extractor`` (see the module's description).
+
+    Raises:
+        MissingDependencyError: the ``serve`` extra (fastapi, prometheus-client) is not installed.
+    """
+    require("invoice-vlm serve", "serve", "fastapi", "prometheus_client", "python_multipart")
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    from invoice_vlm.inputs import load_pages
+
+    settings = config or ServeConfig()
+    metrics = _Metrics()
+    state: dict[str, Any] = {"worker": None}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: "FastAPI") -> Any:
+        state["worker"] = _Worker(extractor, settings, metrics)
+        yield
+        state["worker"].stop()
+
+    app = FastAPI(title="invoice_vlm", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+
+    def error(status: int, message: str, **extra: Any) -> JSONResponse:
+        headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else None
+        return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Any:
+        start = time.perf_counter()
+        endpoint = request.url.path
+        if settings.api_key and endpoint.startswith("/v1/"):
+            given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
+                "Bearer "
+            )
+            if given != settings.api_key:
+                response: Any = error(401, "missing or wrong API key: send it as X-API-Key or a Bearer token")
+                metrics.requests.labels(endpoint, "401").inc()
+                return response
+        response = await call_next(request)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+    async def read_upload(file: UploadFile) -> tuple[list[Any], str]:
+        limit = int(settings.max_upload_mb * 2**20)
+        data = await file.read(limit + 1)
+        name = os.path.basename(file.filename or "upload")
+        if len(data) > limit:
+            raise HTTPException(413, f"{name} is larger than {settings.max_upload_mb:g} MB")
+        loop = asyncio.get_running_loop()
+        try:
+            pages = await loop.run_in_executor(
+                None,
+                lambda: load_pages(data, max_pages=settings.max_pages, max_pixels=settings.max_pixels),
+            )
+        except DocumentError as exc:
+            raise HTTPException(
+                _STATUS.get(exc.reason or "", 422), str(exc).replace(f"<{len(data)} bytes>", name)
+            ) from None
+        except MissingDependencyError as exc:
+            raise HTTPException(415, str(exc)) from None
+        return [page for page, _ in pages], name
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def review_page() -> str:
+        return PAGE.read_text(encoding="utf-8").replace("{{SCHEMA}}", extractor.schema.name)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        worker = state["worker"]
+        if worker is None or not worker.thread.is_alive():
+            return error(503, "the model is not loaded yet", retry_after=1)
+        return {"status": "ready", "backend": extractor.backend_name, "schema": extractor.schema.name}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/schema")
+    async def schema() -> dict[str, Any]:
+        return {**extractor.schema.describe(), "min_confidence": settings.min_confidence}
+
+    @app.post("/v1/extract")
+    async def extract(file: UploadFile = File(...), preview: bool = False) -> Any:  # noqa: B008
+        pages, name = await read_upload(file)
+        loop = asyncio.get_running_loop()
+        job = _Job(pages, name, loop, loop.create_future())
+        try:
+            state["worker"].jobs.put_nowait(job)
+        except queue.Full:
+            return error(503, "the service is busy: too many documents waiting; retry shortly", retry_after=2)
+        metrics.queue.set(state["worker"].jobs.qsize())
+        try:
+            results = await asyncio.wait_for(job.future, timeout=settings.timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, f"no result within {settings.timeout_s:g} s; try a smaller document or later")
+        records = []
+        for result in results:
+            record = result.to_record()
+            record["needs_review"] = _needs_review(record, settings.min_confidence)
+            records.append(record)
+            metrics.invalid.inc(0 if result.valid else 1)
+        metrics.documents.inc()
+        metrics.pages.inc(len(pages))
+        body: dict[str, Any] = {"results": records, "pages": len(pages)}
+        if preview:
+            body["preview"] = _preview(pages[0])
+        return body
+
+    @app.post("/v1/review")
+    async def review(file: UploadFile = File(...), data: str = Form(...)) -> Any:  # noqa: B008
+        if settings.review_dir is None:
+            return error(409, "this server keeps no reviews: start it with --review-dir DIR")
+        pages, name = await read_upload(file)
+        if len(pages) != 1:
+            return error(422, f"{name} has {len(pages)} pages; reviews are kept for one-page documents only")
+        try:
+            corrected = json.loads(data)
+        except json.JSONDecodeError as exc:
+            return error(422, f"data is not JSON: {exc.msg}")
+        if not isinstance(corrected, dict):
+            return error(422, "data must be a JSON object")
+        from invoice_vlm.parsing import finish_document
+
+        checked = finish_document(corrected, extractor.schema, source=name)
+        if not checked.valid:
+            return error(
+                422, "the corrected document does not fit the schema", field_errors=checked.field_errors
+            )
+        target = extractor.schema.dumps(checked.to_dict())
+        image = await asyncio.get_running_loop().run_in_executor(
+            None, _write_review, settings.review_dir, pages[0], extractor.prompt, target
+        )
+        return {"saved": image, "items": len(review_items(settings.review_dir)), "target": json.loads(target)}
+
+    return app
+
+
+def _preview(page: Any, width: int = 900) -> str:
+    """The first page as a PNG data URL, at most ``width`` pixels wide, for the review page."""
+    image = page.copy()
+    image.thumbnail((width, width * 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

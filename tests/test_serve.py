@@ -1,0 +1,301 @@
+"""The HTTP service: its API through FastAPI's httpx test client, limits, batching, reviews, and the review page in a
+real browser."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("prometheus_client")
+
+from fastapi.testclient import TestClient
+
+from invoice_vlm import Generation, InvoiceExtractor
+from invoice_vlm.serve import ServeConfig, create_app, review_items
+from invoice_vlm.testing import FakeBackend
+
+LABEL = {
+    "route": "V183-RZ-924", "pallet_number": "4", "delivery_date": "3/14/2024", "load": "21", "dock": "D7",
+    "shipment_id": "P24812736099", "destination": "ACME, 1 Main St", "asn_number": "1234567890", "salesman": "Ann",
+    "products": [{"description": "293847 - WIRE", "cases": "10", "sales_units": "40", "layers": "2"}],
+    "total_cases": "10", "total_units": "40", "total_layers": "2", "printed_date": "03/14/2024 09:30",
+    "page_number": "1 of 1",
+}  # fmt: skip
+
+
+def png(width: int = 80, height: int = 60, color: str = "white") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def unsure_label(image, request):
+    """The label, with the model unsure of the shipment id's characters."""
+    text = json.dumps(LABEL)
+    start = text.index("P248")
+    scores = tuple(0.3 if start <= i < start + 12 else 0.99 for i in range(len(text)))
+    return Generation(text, scores)
+
+
+@pytest.fixture
+def client(tmp_path):
+    extractor = InvoiceExtractor(FakeBackend(unsure_label), "pallet_label")
+    app = create_app(extractor, ServeConfig(review_dir=tmp_path / "reviews", max_upload_mb=1, max_pages=5))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_extract_health_ready_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    response = client.post("/v1/extract", files={"file": ("label.png", png(), "image/png")})
+    assert response.status_code == 200
+    record = response.json()["results"][0]
+    assert record["valid"] and record["data"]["shipment_id"] == "P24812736099"
+    assert record["needs_review"] == ["shipment_id"] and record["confidence"]["shipment_id"] == pytest.approx(
+        0.3
+    )
+    assert record["source"] == "label.png"
+    metrics = client.get("/metrics").text
+    assert "invoice_vlm_documents_total 1.0" in metrics and "invoice_vlm_request_seconds_bucket" in metrics
+    assert 'invoice_vlm_requests_total{endpoint="/v1/extract",status="200"} 1.0' in metrics
+
+
+def _many_pages_pdf(pages: int) -> bytes:
+    buffer = io.BytesIO()
+    first = Image.new("RGB", (20, 20), "white")
+    first.save(buffer, format="PDF", save_all=True, append_images=[Image.new("RGB", (20, 20))] * (pages - 1))
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    from .test_inputs import _png_claiming
+
+    return _png_claiming(40000, 40000)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "status", "words"),
+    [
+        ("empty.png", lambda: b"", 422, "is empty"),
+        ("big.png", lambda: b"\0" * (2 * 2**20), 413, "larger than 1 MB"),
+        ("notes.png", lambda: b"these are my notes, not a scan", 415, "is not a PNG, JPEG"),
+        ("cut.png", lambda: png(400, 400, "red")[:300] + b"\0" * 10, 422, "damaged or truncated"),
+        ("bomb.png", _bomb, 413, "far too large"),
+        ("long.pdf", lambda: _many_pages_pdf(50), 413, "more than max_pages=5"),
+    ],
+)
+def test_bad_uploads_get_4xx_json_and_the_server_keeps_serving(client, name, make, status, words):
+    pytest.importorskip("pypdfium2")
+    response = client.post("/v1/extract", files={"file": (name, make(), "application/octet-stream")})
+    assert (
+        response.status_code == status
+        and words in response.json()["error"]
+        and name in response.json()["error"]
+    )
+    assert client.post("/v1/extract", files={"file": ("ok.png", png(), "image/png")}).status_code == 200
+
+
+def test_api_key(tmp_path):
+    app = create_app(
+        InvoiceExtractor(FakeBackend(unsure_label), "pallet_label"), ServeConfig(api_key="s3cret")
+    )
+    with TestClient(app) as client:
+        files = {"file": ("label.png", png(), "image/png")}
+        assert client.post("/v1/extract", files=files).status_code == 401
+        assert client.post("/v1/extract", files=files, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert (
+            client.post("/v1/extract", files=files, headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
+        assert client.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_full_queue_is_503_with_retry_after_and_slow_requests_504():
+    release = threading.Event()
+
+    def blocked(image, request):
+        release.wait(10)
+        return json.dumps(LABEL)
+
+    app = create_app(
+        InvoiceExtractor(FakeBackend(blocked), "pallet_label"),
+        ServeConfig(queue_size=1, timeout_s=0.5, batch_size=1, batch_wait_ms=0),
+    )
+    with TestClient(app) as client:
+        statuses: list[int] = []
+
+        def call():
+            statuses.append(
+                client.post("/v1/extract", files={"file": ("l.png", png(), "image/png")}).status_code
+            )
+
+        first = threading.Thread(target=call)
+        first.start()
+        time.sleep(0.3)  # the worker holds the first document; the next fills the queue
+        second = threading.Thread(target=call)
+        second.start()
+        time.sleep(0.1)
+        third = client.post("/v1/extract", files={"file": ("l.png", png(), "image/png")})
+        assert third.status_code == 503 and third.headers["Retry-After"] == "2"
+        first.join()
+        second.join()
+        release.set()
+        assert statuses.count(504) >= 1  # waited past the 0.5 s timeout
+
+
+def test_concurrent_requests_share_batches_and_never_mix():
+    sizes: list[int] = []
+
+    class Echo:
+        """Answers each page with its own width, and records how many pages each model call saw."""
+
+        def generate(self, images, request):
+            sizes.append(len(images))
+            time.sleep(0.05)
+            return [Generation(json.dumps({**LABEL, "route": f"W{image.width}"})) for image in images]
+
+    app = create_app(InvoiceExtractor(Echo(), "pallet_label"), ServeConfig(batch_size=8, batch_wait_ms=30))
+    with TestClient(app) as client:
+        answers: dict[int, str] = {}
+
+        def call(width):
+            files = {"file": (f"{width}.png", png(width), "image/png")}
+            answers[width] = client.post("/v1/extract", files=files).json()["results"][0]["data"]["route"]
+
+        threads = [threading.Thread(target=call, args=(60 + i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert answers == {60 + i: f"W{60 + i}" for i in range(12)}  # every request got its own document's result
+    assert max(sizes) > 1  # and requests waiting together went through one model call
+
+
+def test_reviews_become_a_dataset(client, tmp_path):
+    pytest.importorskip("datasets")
+    from invoice_vlm.data import load
+
+    fixed = {**LABEL, "shipment_id": "P24812736098"}
+    files = {"file": ("label.png", png(), "image/png")}
+    response = client.post("/v1/review", files=files, data={"data": json.dumps(fixed)})
+    assert response.status_code == 200, response.text
+    again = client.post("/v1/review", files=files, data={"data": json.dumps(fixed)})
+    assert again.json()["saved"] != response.json()["saved"] and again.json()["items"] == 2
+    bad = client.post("/v1/review", files=files, data={"data": json.dumps({**LABEL, "products": "none"})})
+    assert bad.status_code == 422 and "products" in bad.json()["field_errors"]
+    rows = load(tmp_path / "reviews", schema="pallet_label")["train"]
+    assert len(rows) == 2 and json.loads(rows[0]["target"])["shipment_id"] == "P24812736098"
+    assert len(review_items(tmp_path / "reviews")) == 2
+
+
+def test_import_invoice_vlm_loads_no_web_framework():
+    import subprocess
+
+    code = "import sys, invoice_vlm; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+# --- a real server on loopback: the review page in Chromium, and a bounded load ----------------------------------------
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    import socket
+
+    import uvicorn
+
+    def start(extractor, config):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(extractor, config), port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    servers: list = []
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_review_page_in_a_real_browser(live_server, tmp_path):
+    pytest.importorskip("datasets")
+    playwright = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("needs the system's Chromium (.ci/run installs it)")
+    from invoice_vlm.data import load
+
+    reviews = tmp_path / "reviews"
+    url = live_server(
+        InvoiceExtractor(FakeBackend(unsure_label), "pallet_label"), ServeConfig(review_dir=reviews)
+    )
+    upload = tmp_path / "label.png"
+    upload.write_bytes(png(320, 200))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.set_input_files("#file", str(upload))
+        page.click("#extract")
+        field = page.locator('input[data-path="shipment_id"]')
+        field.wait_for(timeout=15000)
+        assert "review" in (page.locator("tr", has=field).get_attribute("class") or "")  # highlighted
+        field.fill("P24812736098")
+        page.click("#accept")
+        page.wait_for_selector("text=Saved as", timeout=15000)
+        if "INVOICE_VLM_SCREENSHOT" in __import__("os").environ:
+            page.screenshot(path=__import__("os").environ["INVOICE_VLM_SCREENSHOT"], full_page=True)
+        browser.close()
+    rows = load(reviews, schema="pallet_label")["train"]
+    assert [json.loads(t)["shipment_id"] for t in rows["target"]] == ["P24812736098"]
+
+
+@pytest.mark.slow
+def test_bounded_load_against_the_ocr_backend(live_server):
+    pytest.importorskip("rapidocr")
+    import asyncio
+
+    import httpx
+
+    from invoice_vlm.data.synth import generate
+
+    buffer = io.BytesIO()
+    generate("pallet_label", 3).image.convert("RGB").resize((620, 440)).save(buffer, format="PNG")
+    document = buffer.getvalue()
+    url = live_server(InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label"), ServeConfig())
+
+    async def load(requests: int, concurrency: int) -> list[int]:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=120) as http:
+
+            async def one() -> int:
+                async with limit:
+                    files = {"file": ("label.png", document, "image/png")}
+                    return (await http.post(url + "/v1/extract", files=files)).status_code
+
+            return await asyncio.gather(*(one() for _ in range(requests)))
+
+    statuses = asyncio.run(load(48, 16))
+    assert statuses == [200] * 48
