@@ -89,7 +89,7 @@ def _bomb() -> bytes:
         ("notes.png", lambda: b"these are my notes, not a scan", 415, "is not a PNG, JPEG"),
         ("cut.png", lambda: png(400, 400, "red")[:300] + b"\0" * 10, 422, "damaged or truncated"),
         ("bomb.png", _bomb, 413, "far too large"),
-        ("long.pdf", lambda: _many_pages_pdf(50), 413, "more than max_pages=5"),
+        ("long.pdf", lambda: _many_pages_pdf(500), 413, "more than max_pages=5"),
     ],
 )
 def test_bad_uploads_get_4xx_json_and_the_server_keeps_serving(client, name, make, status, words):
@@ -101,6 +101,16 @@ def test_bad_uploads_get_4xx_json_and_the_server_keeps_serving(client, name, mak
         and name in response.json()["error"]
     )
     assert client.post("/v1/extract", files={"file": ("ok.png", png(), "image/png")}).status_code == 200
+
+
+def test_sixty_megabytes_are_refused_at_the_default_limit():
+    app = create_app(InvoiceExtractor(FakeBackend(unsure_label), "pallet_label"))
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/extract", files={"file": ("scan.tif", b"\0" * (60 * 2**20), "image/tiff")}
+        )
+        assert response.status_code == 413 and "larger than 25 MB" in response.json()["error"]
+        assert client.post("/v1/extract", files={"file": ("ok.png", png(), "image/png")}).status_code == 200
 
 
 def test_api_key(tmp_path):
