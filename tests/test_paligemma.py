@@ -366,3 +366,13 @@ def test_char_confidence_without_sentencepiece_pieces_decodes_incrementally(tiny
     ids = real(text, add_special_tokens=False)["input_ids"]
     probs = [0.3 + (i % 7) / 10 for i in range(len(ids))]
     assert char_confidence(Opaque(), ids, probs) == char_confidence(real, ids, probs)
+
+
+def test_a_generation_dict_changes_saved_settings_key_by_key(tiny_model, tmp_path):
+    saved = InvoiceExtractor.from_pretrained(
+        tiny_model, schema="pallet_label", generation={"max_new_tokens": 20}, constrained=False
+    ).save_pretrained(tmp_path / "saved")
+    again = InvoiceExtractor.from_pretrained(saved, generation={"max_new_tokens": 7})
+    assert (
+        again.generation.max_new_tokens == 7 and again.generation.constrained is False
+    )  # kept from the file

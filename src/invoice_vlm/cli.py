@@ -131,22 +131,8 @@ def _load_extractor(args: argparse.Namespace) -> Any:
         device=args.device,
         dtype=args.dtype,
         constrained=args.constrained,
-        **_generation_override(args),
+        generation={"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else None,
     )
-
-
-def _generation_override(args: argparse.Namespace) -> dict[str, Any]:
-    """``generation=`` for --max-new-tokens: the saved settings with that one changed."""
-    if args.max_new_tokens is None:
-        return {}
-    from invoice_vlm.config import CONFIG_NAME, ExtractorConfig
-
-    saved: dict[str, Any] = {}
-    for ref in (args.adapter, args.model):
-        if ref is not None and (Path(ref).expanduser() / CONFIG_NAME).is_file():
-            saved = dict(ExtractorConfig.load(Path(ref).expanduser()).generation)
-            break
-    return {"generation": {**saved, "max_new_tokens": args.max_new_tokens}}
 
 
 def _written_sources(path: Path) -> tuple[set[str], int]:

@@ -21,21 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from invoice_vlm.errors import DocumentError, InputError, MissingDependencyError, require
+from invoice_vlm.extraction import Extraction
 
 __all__ = ["COLUMNS", "ExtractActor", "extract_files", "list_sources"]
 
-COLUMNS = (
-    "source",
-    "valid",
-    "data",
-    "partial",
-    "errors",
-    "field_errors",
-    "confidence",
-    "printed",
-    "raw_text",
-    "error",
-)
+COLUMNS = (*Extraction.failed("").to_record(), "error")
 """The columns of every row; nested values are JSON strings (Parquet needs one type per column)."""
 _JSON = ("data", "partial", "errors", "field_errors", "confidence", "printed")
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
@@ -70,8 +60,6 @@ def _row(record: dict[str, Any], error: str | None) -> dict[str, Any]:
 
 
 def _failed_row(source: str, message: str) -> dict[str, Any]:
-    from invoice_vlm.extraction import Extraction
-
     return _row(Extraction.failed(message, source=source).to_record(), message)
 
 

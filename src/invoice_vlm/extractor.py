@@ -193,7 +193,8 @@ class InvoiceExtractor:
             device: ``"cuda"``, ``"cpu"``...; auto when ``None`` (CUDA when present).
             dtype: ``"bfloat16"``, ``"float32"``...; auto when ``None`` (bfloat16 on CUDA, else float32).
             prompt: override the schema's prompt (only to match how a model was trained).
-            generation: decoding settings (``{"max_new_tokens": 256}``...); a saved directory's when ``None``.
+            generation: decoding settings (``{"max_new_tokens": 256}``...); a saved directory's when ``None``, and a
+                dict changes a saved directory's settings only in the keys it names.
             constrained: constrain decoding to the schema (``None``: on when the backend can, e.g. paligemma with
                 the ``constrained`` extra installed, and decoding is greedy). Saved in ``invoice_vlm.json``.
             **backend_options: passed to the backend's ``from_pretrained`` (e.g. ``params={...}`` for ocr).
@@ -235,6 +236,10 @@ class InvoiceExtractor:
                 )
             if saved.generation and generation is None:  # backends without decoding settings (ocr) save none
                 generation = saved.generation_settings()
+            elif saved.generation and isinstance(
+                generation, dict
+            ):  # a dict changes the saved settings key by key
+                generation = {**saved.generation, **generation}
             schema, prompt, backend = spec, saved.prompt, saved.backend
         if schema is None:
             raise ConfigError(
@@ -264,14 +269,12 @@ class InvoiceExtractor:
     def _raw_text(self, generation: Generation) -> str:
         return generation.text if generation.text is not None else self.schema.dumps(generation.data or {})
 
-    def _read(self, output: object) -> tuple[dict[str, Any], dict[str, float], str]:
+    def _read(self, generation: Generation) -> tuple[dict[str, Any], dict[str, float], str]:
         """A page's object, per-field confidence and raw text; text is parsed only when the backend gave no data.
 
         Raises:
-            _PageFailed: the page's generation failed.
             ValueError: its text holds no JSON object.
         """
-        generation = self._generation(output)
         raw_text = self._raw_text(generation)
         if generation.data is not None:
             return dict(generation.data), dict(generation.field_confidence or {}), raw_text
@@ -297,7 +300,7 @@ class InvoiceExtractor:
         errors: list[str] = []
         for output, page_source in zip(outputs, sources, strict=True):
             try:
-                value, confidence, text = self._read(output)
+                value, confidence, text = self._read(self._generation(output))
                 texts.append(text)
                 pages.append((value, confidence))
             except (_PageFailed, ValueError) as exc:
