@@ -103,6 +103,21 @@ def test_targets_the_grammar_would_write_differently():
     assert "does not fit" in target_mismatch(TAG.dumps({**good, "code": 'say "hi"'}), TAG)
 
 
+def test_strings_take_any_character_but_never_a_spelt_out_surrogate():
+    """Byte tokens can spell a UTF-16 surrogate (ED B7 A0): one "character" to a grammar, three U+FFFD once decoded."""
+    xgrammar = pytest.importorskip("xgrammar")
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    from invoice_vlm.constraints import SEPARATORS
+
+    grammar = xgrammar.Grammar.from_json_schema(
+        json.dumps(generation_schema(TAG)), any_whitespace=False, separators=SEPARATORS
+    )
+    good = '{"code": "Zü€😀 b", "count": 1, "date": "2024-01-02", "lines": []}'
+    assert accepts(grammar, good.encode()) and TAG.validate_data(json.loads(good))
+    assert not accepts(grammar, b'{"code": "b\xed\xb7\xa0", "count": 1, "date": "2024-01-02", "lines": []}')
+
+
 def test_beams_under_constraints_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"greedy decoding only \(num_beams=1\), not num_beams=3"):
         GenerationSettings(num_beams=3, constrained=True)

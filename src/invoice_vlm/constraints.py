@@ -55,8 +55,8 @@ NUMBER_LIMIT = 10**12
 SEPARATORS = (", ", ": ")
 """Item and key separators, as ``json.dumps`` (and so `SchemaSpec.dumps`) writes them."""
 FRACTION_DIGITS = 6  # what xgrammar allows after the point in a bounded number
-STRING_CHARS = (
-    '[^\\x00-\\x1f"\\\\]'  # any character JSON allows raw inside a string, except quote and backslash
+STRING_CHARS = (  # any character JSON allows raw inside a string, except quote and backslash, and no surrogate
+    '[^\\x00-\\x1f"\\\\\\uD800-\\uDFFF]'  # (byte tokens can spell one; it decodes to three U+FFFD, over the length)
 )
 
 
