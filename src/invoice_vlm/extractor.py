@@ -21,6 +21,7 @@ from invoice_vlm.errors import (
     ConfigError,
     DocumentError,
     InputError,
+    InvoiceVLMError,
     InvoiceVLMWarning,
     MissingDependencyError,
 )
@@ -49,6 +50,15 @@ def _saved_config(*refs: str | Path | None) -> tuple[ExtractorConfig | None, Pat
             directory = Path(str(ref)).expanduser()
             return ExtractorConfig.load(directory), directory
     return None, None
+
+
+def _same_format(saved: str, wanted: str) -> bool:
+    """Whether backend ``wanted`` reads directories saved by backend ``saved`` (both declare one ``model_format``)."""
+    try:
+        formats = {getattr(get_backend(name), "model_format", name) for name in (saved, wanted)}
+    except InvoiceVLMError:
+        return False
+    return len(formats) == 1
 
 
 class InvoiceExtractor:
@@ -220,9 +230,10 @@ class InvoiceExtractor:
                     path=saved_dir,
                     key="prompt",
                 )
-            if backend is not None and backend != saved.backend:
+            if backend is not None and backend != saved.backend and not _same_format(saved.backend, backend):
                 raise ConfigError(
-                    f"{saved_dir} was saved by backend {saved.backend!r}, not {backend!r}.",
+                    f"{saved_dir} was saved by backend {saved.backend!r}, which {backend!r} cannot load; drop "
+                    "backend= to use the saved one.",
                     path=saved_dir,
                     key="backend",
                 )
@@ -240,7 +251,7 @@ class InvoiceExtractor:
                 generation, dict
             ):  # a dict changes the saved settings key by key
                 generation = {**saved.generation, **generation}
-            schema, prompt, backend = spec, saved.prompt, saved.backend
+            schema, prompt, backend = spec, saved.prompt, backend or saved.backend
         if schema is None:
             raise ConfigError(
                 "Pass schema= (a registered name such as 'pallet_label', or a SchemaSpec).", key="schema"

@@ -161,8 +161,8 @@ def build_tiny_paligemma(
             pre_tokenizers.Digits(individual_digits=True),
         ]
     )
-    alphabet = sorted(
-        set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]\":,.-/#()'&%+*_@")
+    alphabet = sorted(  # "\n" is a token of its own, as in Gemma's vocabulary (the prompt ends with one)
+        set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]\":,.-/#()'&%+*_@\n")
     )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size + len(specials) + len(byte_tokens),

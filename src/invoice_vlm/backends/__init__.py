@@ -12,7 +12,9 @@ backend decodes), ``constrained_decoding`` (it can constrain decoding now) and `
 
 To make a backend loadable by name (``InvoiceExtractor.from_pretrained(backend="mine")``), register a class with a
 ``from_pretrained`` classmethod (`BackendFactory`) under the ``invoice_vlm.backends`` entry-point group, as the
-built-in ``paligemma`` and ``ocr`` backends do.
+built-in ``paligemma``, ``vllm`` and ``ocr`` backends do. A class may declare ``model_format`` (a string, default
+its registry name): backends that declare the same format load each other's saved directories, as ``paligemma`` and
+``vllm`` do (``from_pretrained(saved_dir, backend="vllm")``).
 
 Example:
     >>> class EchoBackend:
@@ -230,7 +232,11 @@ def check_outputs(outputs: object, count: int, name: str) -> list[Generation]:
 
 @runtime_checkable
 class BackendFactory(Protocol):
-    """What a registered backend is: something with a ``from_pretrained`` that returns a `Backend`."""
+    """What a registered backend is: something with a ``from_pretrained`` that returns a `Backend`.
+
+    It may also have a ``model_format`` attribute: the name of the directory layout it reads and writes (default:
+    its registry name); backends with the same format load each other's saved directories.
+    """
 
     @classmethod
     def from_pretrained(

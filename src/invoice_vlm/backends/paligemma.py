@@ -243,6 +243,8 @@ class PaliGemmaBackend:
     """
 
     name = "paligemma"
+    model_format = "paligemma"
+    """The directory layout it reads and writes (the vllm backend shares it)."""
 
     def __init__(
         self,
