@@ -94,3 +94,46 @@ def test_import_invoice_vlm_does_not_import_ray():
         "False",
         "False",
     ]
+
+
+def test_cli_ray_writes_rows_resumes_and_overwrites(local_ray, tmp_path, capsys):
+    """``invoice-vlm extract FOLDER --ray``: the OCR backend in a Ray actor, the example label read as the CLI reads it."""
+    import shutil
+    from pathlib import Path
+
+    from invoice_vlm.cli import EXIT_PARTIAL, main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shutil.copy(examples / "pallet_label.jpg", folder / "a.jpg")
+    (folder / "b.png").write_bytes(b"")
+    out = tmp_path / "rows.jsonl"
+    argv = [
+        "extract",
+        str(folder),
+        "--ray",
+        "--backend",
+        "ocr",
+        "--schema",
+        "pallet_label",
+        "--output",
+        str(out),
+    ]
+    assert main([*argv, "--num-cpus", "1", "--no-progress"]) == EXIT_PARTIAL
+    rows = {Path(r["source"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"a.jpg", "b.png"}
+    assert json.loads(rows["a.jpg"]["data"]) == json.loads((examples / "pallet_label.json").read_text())
+    assert rows["a.jpg"]["error"] is None and "empty" in rows["b.png"]["error"]
+    assert "2 source(s): 2 row(s)" in capsys.readouterr().err
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err  # never overwritten silently
+    assert main([*argv, "--resume"]) == 0
+    assert "2 already there, skipped" in capsys.readouterr().err and len(out.read_text().splitlines()) == 2
+    assert main([*argv, "--overwrite"]) == EXIT_PARTIAL and len(out.read_text().splitlines()) == 2
+    assert (
+        main(["extract", str(folder), "--concurrency", "2", "--backend", "ocr", "--schema", "pallet_label"])
+        == 2
+    )
+    assert "--concurrency only apply with --ray" in capsys.readouterr().err
+    assert main(["extract", str(folder), "--ray", "--backend", "ocr", "--schema", "pallet_label"]) == 2
+    assert "--ray writes rows to --output" in capsys.readouterr().err

@@ -157,9 +157,75 @@ def _done(document: str, written: set[str]) -> bool:
     return document in written or any(s.startswith(f"{document}#page=") for s in written)
 
 
+_RAY_FLAGS = {"num_gpus": "--num-gpus", "num_cpus": "--num-cpus", "concurrency": "--concurrency"}
+
+
+def _clear_output(output: Path) -> None:
+    """Remove an earlier ``--ray`` output: a JSON-lines file, or a folder holding only Parquet parts."""
+    if output.is_file():
+        output.unlink()
+        return
+    others = [p.name for p in output.iterdir() if p.suffix != ".parquet"]
+    if others:
+        raise CLIError(
+            f"--overwrite: {output} holds more than Parquet parts ({', '.join(sorted(others)[:3])}); it is left as "
+            "it is. Give another --output."
+        )
+    for part in output.glob("*.parquet"):
+        part.unlink()
+
+
+def _cmd_extract_ray(args: argparse.Namespace) -> int:
+    from invoice_vlm.distributed import extract_files
+
+    if args.output in (None, "-"):
+        raise CLIError(
+            "--ray writes rows to --output: a FILE.jsonl (JSON lines) or a FOLDER (Parquet parts), not stdout."
+        )
+    output = Path(args.output)
+    if output.exists() and not args.resume:
+        if args.overwrite:
+            _clear_output(output)
+        elif (output.is_file() and output.stat().st_size > 0) or (output.is_dir() and any(output.iterdir())):
+            raise CLIError(
+                f"--output {output} already exists; pass --resume to skip the documents it holds and add the rest, "
+                "or --overwrite to replace it."
+            )
+    options: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "constrained": args.constrained}
+    if args.max_new_tokens is not None:
+        options["generation"] = {"max_new_tokens": args.max_new_tokens}
+    counts = extract_files(
+        args.documents,
+        output,
+        model=args.model,
+        adapter=args.adapter,
+        schema=args.schema,
+        backend=args.backend,
+        options=options,
+        concurrency=args.concurrency or 1,
+        num_gpus=args.num_gpus or 0,
+        num_cpus=args.num_cpus if args.num_cpus is not None else 1,
+        batch_size=args.batch_size,
+        pages=args.pages,
+        ray_address=args.ray_address,
+    )
+    summary = f"{counts['sources']} source(s): {counts['rows']} row(s) written to {output}, {counts['errors']} error(s)"
+    if counts["skipped"]:
+        summary += f"; {counts['skipped']} already there, skipped"
+    print(summary, file=sys.stderr)
+    return EXIT_PARTIAL if counts["errors"] else EXIT_OK
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
     from invoice_vlm.inputs import describe_source
 
+    if args.ray:
+        return _cmd_extract_ray(args)
+    given = [flag for key, flag in _RAY_FLAGS.items() if getattr(args, key) is not None]
+    if args.ray_address is not None:
+        given.append("--ray-address")
+    if given:
+        raise CLIError(f"{', '.join(given)} only apply with --ray (extraction on Ray Data).")
     documents: list[str] = list(args.documents)
     output = None if args.output in (None, "-") else Path(args.output)
     skipped = 0
@@ -267,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         "field_errors, confidence, printed, raw_text. Lines are written as documents finish; a summary goes to "
         "stderr.",
     )
-    p.add_argument("documents", nargs="+", metavar="DOC", help="image or PDF files")
+    p.add_argument(
+        "documents", nargs="+", metavar="DOC", help="image or PDF files (with --ray: folders, globs too)"
+    )
     _add_model_args(p)
     p.add_argument("--batch-size", type=_positive_int, default=8, help="pages per model call (default: 8)")
     p.add_argument(
@@ -286,6 +354,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (model loading included)")
+    ray = p.add_argument_group(
+        "on Ray Data (the 'ray' extra)",
+        "With --ray, DOC may be folders, globs or any path pyarrow reads, and rows go to --output: a FILE.jsonl or "
+        "a FOLDER of Parquet parts, with an 'error' column; a rerun with --resume skips what is there.",
+    )
+    ray.add_argument("--ray", action="store_true", help="extract on Ray Data, one model copy per actor")
+    ray.add_argument(
+        "--concurrency", type=_positive_int, help="actors, each with its own model copy (default: 1)"
+    )
+    ray.add_argument("--num-gpus", type=_non_negative_float, help="GPUs per actor (default: 0)")
+    ray.add_argument(
+        "--num-cpus",
+        type=_non_negative_float,
+        help="CPUs per actor; leave one for reading files (default: 1)",
+    )
+    ray.add_argument("--ray-address", help="a running Ray cluster to join, e.g. auto (default: a local Ray)")
     p.set_defaults(func=_cmd_extract)
     for register in _EXTRA_COMMANDS:
         register(sub)
@@ -309,6 +393,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,7 @@ def extract_files(
     adapter: str | None = None,
     schema: str | None = None,
     backend: str | None = None,
+    options: Mapping[str, Any] | None = None,
     make_extractor: Callable[[], Any] | None = None,
     concurrency: int = 1,
     num_gpus: float = 0,
@@ -152,7 +153,9 @@ def extract_files(
         adapter: adapter to apply to ``model``.
         schema: registered schema name (a saved model directory names its own).
         backend: registered backend name.
-        make_extractor: instead of the four above, a function (picklable) that returns an extractor; called once per
+        options: more `InvoiceExtractor.from_pretrained` arguments (``device``, ``dtype``, ``generation``,
+            ``constrained``, backend options such as the vllm backend's ``engine_options``).
+        make_extractor: instead of the five above, a function (picklable) that returns an extractor; called once per
             actor.
         concurrency: actors (model copies).
         num_gpus: GPUs per actor.
@@ -174,7 +177,9 @@ def extract_files(
         def make_extractor() -> Any:
             from invoice_vlm import InvoiceExtractor
 
-            return InvoiceExtractor.from_pretrained(model, adapter=adapter, schema=schema, backend=backend)
+            return InvoiceExtractor.from_pretrained(
+                model, adapter=adapter, schema=schema, backend=backend, **dict(options or {})
+            )
 
     import ray
 
