@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -279,18 +280,27 @@ def test_cli_finetune_with_overrides(capsys, tiny_model, four_documents, tmp_pat
     assert code == 2 and "--base-model" in capsys.readouterr().err
 
 
-def test_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_port=29533",
-        "-m",
-        "invoice_vlm.cli",
-        "finetune",
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "multi_gpu"
+
+
+def _two_process_run(cmd, out):
+    """Run a 2-process launch on the CPU (gloo); check one summary, the step count and the saved adapter."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", GPUS="2")
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"output_dir"')]
+    assert len(summaries) == 1  # only the main process reports
+    summary = json.loads(summaries[0])
+    assert summary["global_step"] == 2  # 4 documents, 2 per process: one step per epoch
+    assert (out / "adapter_model.safetensors").is_file() and (out / CONFIG_NAME).is_file()
+    assert InvoiceExtractor.from_pretrained(out).prompt == PROMPT
+    return summary
+
+
+def _finetune_flags(tiny_model, four_documents, out):
+    return [
         "--base-model",
         str(tiny_model),
         "--data",
@@ -304,13 +314,77 @@ def test_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
         "--per-device-train-batch-size",
         "2",
     ]
+
+
+def test_torchrun_example_runs_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
+    """examples/multi_gpu/torchrun_ddp.sh as written, with GPUS=2 processes on the CPU."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"base_model: {tiny_model}\ndata: {four_documents}\nschema: pallet_label\n")
+    out = tmp_path / "ddp"
+    flags = _finetune_flags(tiny_model, four_documents, out)[6:]  # the config has the model, data, schema
+    _two_process_run(["bash", str(EXAMPLES / "torchrun_ddp.sh"), str(cfg), *flags], out)
+
+
+def test_accelerate_ddp_example_runs_two_processes_on_cpu(tiny_model, four_documents, tmp_path):
+    """examples/multi_gpu/accelerate_ddp.yaml through accelerate launch with --num_processes 2: without GPUs its
+    processes train on the CPU (gloo), the same launcher and code path as on GPUs."""
+    out = tmp_path / "accelerate"
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    cmd = [
+        *accelerate,
+        str(EXAMPLES / "accelerate_ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        "29534",
+        "-m",
+        "invoice_vlm.cli",
+        "finetune",
+        *_finetune_flags(tiny_model, four_documents, out),
+    ]
+    _two_process_run(cmd, out)
+
+
+def test_fsdp_example_names_paligemmas_layers_and_gathers_whole_weights(tiny_model):
+    """What the CPU can check of the FSDP config (accelerate runs FSDP on GPUs only): it loads, it is FSDP2 with
+    whole-weight saving, and the layer classes it wraps are the ones PaliGemma is made of."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from transformers import PaliGemmaForConditionalGeneration
+
+    config = load_config_from_file(str(EXAMPLES / "accelerate_fsdp.yaml"))
+    assert config.distributed_type == "FSDP"
+    fsdp = config.fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    model = PaliGemmaForConditionalGeneration.from_pretrained(tiny_model)
+    classes = {type(m).__name__ for m in model.modules()}
+    assert set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")) <= classes
+    assert load_config_from_file(str(EXAMPLES / "accelerate_ddp.yaml")).distributed_type == "MULTI_GPU"
+
+
+@pytest.mark.gpu
+def test_fsdp_example_on_one_gpu(tiny_model, four_documents, tmp_path):
+    """FSDP as configured, on one GPU: weights sharded (one shard), gathered whole at the end, evaluated, saved."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    out = tmp_path / "fsdp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(EXAMPLES / "accelerate_fsdp.yaml"),
+        "--num_processes",
+        "1",
+        "-m",
+        "invoice_vlm.cli",
+        "finetune",
+        *_finetune_flags(tiny_model, four_documents, out),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"output_dir"')]
-    assert len(summaries) == 1  # only the main process reports
-    summary = json.loads(summaries[0])
-    assert summary["global_step"] == 2  # 4 documents, 2 per process: one step per epoch
-    assert (out / "adapter_model.safetensors").is_file() and (out / CONFIG_NAME).is_file()
     assert InvoiceExtractor.from_pretrained(out).prompt == PROMPT
 
 

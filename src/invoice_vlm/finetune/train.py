@@ -405,25 +405,43 @@ def finetune(
     }
     metrics["global_step"] = float(trainer.state.global_step)
     out = Path(config.output_dir)
+    # Under FSDP each process holds a shard of every weight: gathering them and generating are collective, so every
+    # process takes part in both (greedy decoding gives each the same outputs; transformers keeps their steps in
+    # sync). Under DDP or on one device the state dict is the model's own and only the main process generates.
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     report = None
+    final_split = test if test is not None else val
+    if final_split is not None and (sharded or trainer.is_world_process_zero()):
+        invoice["eval_max_documents"] = None
+        report = _generate_and_score(trainer.accelerator.unwrap_model(trainer.model), final_split, invoice)
+        report.info.update(split="test" if test is not None else "valid", base_model=config.base_model)
     if trainer.is_world_process_zero():
-        final_split = test if test is not None else val
-        if final_split is not None:
-            invoice["eval_max_documents"] = None
-            report = _generate_and_score(
-                trainer.accelerator.unwrap_model(trainer.model), final_split, invoice
-            )
-            report.info.update(split="test" if test is not None else "valid", base_model=config.base_model)
+        if report is not None:
             metrics.update(report.metrics)
         generation = GenerationSettings(
             max_new_tokens=max_new_tokens, constrained=None if constrainable else False
         )
-        _save(trainer, processor, config, spec, prompt, generation, out, dataset, metrics, report, longest)
+        _save(
+            trainer,
+            state_dict,
+            processor,
+            config,
+            spec,
+            prompt,
+            generation,
+            out,
+            dataset,
+            metrics,
+            report,
+            longest,
+        )
     return FinetuneResult(output_dir=out, metrics=metrics, report=report)
 
 
 def _save(
     trainer: Any,
+    state_dict: dict[str, Any],
     processor: Any,
     config: FinetuneConfig,
     spec: SchemaSpec,
@@ -439,7 +457,9 @@ def _save(
 
     out.mkdir(parents=True, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
-    model.save_pretrained(str(out), safe_serialization=True)
+    model.save_pretrained(
+        str(out), state_dict=state_dict, safe_serialization=True
+    )  # gathered: whole under FSDP
     processor.save_pretrained(str(out))
     ExtractorConfig(
         schema=spec.name,
