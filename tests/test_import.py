@@ -27,3 +27,30 @@ def test_console_script_runs():
         [sys.executable, "-m", "invoice_vlm.cli", "--version"], check=True, capture_output=True, text=True
     )
     assert out.stdout.startswith("invoice-vlm ")
+
+
+def test_ci_extras_never_pull_vllm():
+    """vllm brings CUDA wheels: no extra CI installs (test, and what it includes) may reach it; only 'vllm' does."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    def reached(name: str, seen: set[str]) -> set[str]:
+        packages: set[str] = set()
+        for requirement in extras[name]:
+            nested = re.fullmatch(r"invoice-vlm\[(.+)\]", requirement)
+            if nested:
+                for inner in nested.group(1).split(","):
+                    if inner not in seen:
+                        packages |= reached(inner, seen | {inner})
+            else:
+                packages.add(re.split(r"[<>=\[; ]", requirement, maxsplit=1)[0].lower())
+        return packages
+
+    assert "vllm" not in reached("test", {"test"}) | reached("all", {"all"})
+    assert "vllm" in reached("vllm", {"vllm"})
