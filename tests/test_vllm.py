@@ -119,8 +119,9 @@ def test_without_a_gpu_one_line_says_so(tiny_model, monkeypatch):
     with pytest.raises(ModelLoadError, match="needs an NVIDIA or AMD GPU.*--backend paligemma") as info:
         InvoiceExtractor.from_pretrained(tiny_model, schema="pallet_label", backend="vllm")
     assert "\n" not in str(info.value)
-    with pytest.raises(ModelLoadError, match="device='cpu' is for the paligemma backend"):
-        InvoiceExtractor.from_pretrained(tiny_model, schema="pallet_label", backend="vllm", device="cpu")
+    for device in ("cpu", "cuda:1"):
+        with pytest.raises(ModelLoadError, match=f"CUDA_VISIBLE_DEVICES \\(device='{device}'"):
+            InvoiceExtractor.from_pretrained(tiny_model, schema="pallet_label", backend="vllm", device=device)
     assert not fake_vllm.CALLS.engines  # refused before any engine started
 
 

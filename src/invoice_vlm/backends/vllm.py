@@ -261,6 +261,7 @@ class VLLMBackend:
         base_model: str | None = None,
         adapter: str | None = None,
         merged: Path | None = None,
+        stop_ids: Sequence[int] = (),
     ) -> None:
         self.engine = engine
         self.processor = processor
@@ -273,8 +274,12 @@ class VLLMBackend:
         self._prompts: dict[str, list[int]] = {}
         self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
-        tokenizer = processor.tokenizer
-        self._stop_ids = sorted({i for i in (tokenizer.eos_token_id,) if i is not None})
+        self._stop_ids = sorted(
+            {
+                *stop_ids,
+                *([processor.tokenizer.eos_token_id] if processor.tokenizer.eos_token_id is not None else []),
+            }
+        )
 
     @classmethod
     def from_pretrained(
@@ -317,10 +322,10 @@ class VLLMBackend:
                 f"VLLMBackend.from_pretrained got unexpected option(s): {', '.join(sorted(options))}"
             )
         vllm = _import_vllm()
-        if device is not None and not str(device).startswith("cuda"):
+        if device is not None and device != "cuda":
             raise ModelLoadError(
-                f"The vllm backend serves on a GPU; device={device!r} is for the paligemma backend "
-                "(--backend paligemma)."
+                f"The vllm backend serves on the GPUs vLLM sees; choose them with CUDA_VISIBLE_DEVICES (device="
+                f"{device!r}: a CPU is for the paligemma backend, --backend paligemma)."
             )
         platform = vllm.platform
         if not platform.is_cuda_alike():
@@ -402,6 +407,7 @@ class VLLMBackend:
             base_model=refs.base,
             adapter=refs.adapter,
             merged=merged,
+            stop_ids=_eos_ids(refs.base),
         )
 
     @property
@@ -507,6 +513,17 @@ class VLLMBackend:
                 if file.name in _MODEL_FILES or file.suffix == ".safetensors":
                     shutil.copyfile(file, directory / file.name)
         self.processor.save_pretrained(str(directory))
+
+
+def _eos_ids(ref: str) -> list[int]:
+    """The model's own end-of-sequence ids (``generation_config.json``), which the engine stops on too."""
+    from transformers import GenerationConfig
+
+    try:
+        ids = GenerationConfig.from_pretrained(ref).eos_token_id
+    except OSError:  # no generation_config.json: the tokenizer's end-of-sequence alone
+        return []
+    return [int(i) for i in (ids if isinstance(ids, list) else [ids]) if i is not None]
 
 
 def _local_model(ref: str) -> Path:
