@@ -263,6 +263,33 @@ def test_saved_directories_move_between_backends(tiny_model, adapter_dir, fake, 
         InvoiceExtractor.from_pretrained(again, backend="ocr")
 
 
+def test_a_finetune_directory_with_a_trained_projector_serves_merged(
+    tiny_model, four_documents, fake, tmp_path
+):
+    """finetune(train_projector=True) saves the projector whole: the vllm backend serves it merged, reading as trained."""
+    pytest.importorskip("trl")
+    from invoice_vlm.data import load
+    from invoice_vlm.finetune import FinetuneConfig, finetune
+
+    out = finetune(
+        FinetuneConfig(
+            base_model=str(tiny_model),
+            data=str(four_documents),
+            schema="pallet_label",
+            output_dir=str(tmp_path / "ft"),
+            num_train_epochs=1,
+            train_projector=True,
+            per_device_train_batch_size=4,
+        )
+    ).output_dir
+    reference = InvoiceExtractor.from_pretrained(out, constrained=False)
+    with pytest.warns(UserWarning, match="multi_modal_projector: modules_to_save"):
+        served = InvoiceExtractor.from_pretrained(out, backend="vllm", dtype="float32", constrained=False)
+    assert served.prompt == reference.prompt and served.generation == reference.generation
+    images = [row["image"] for row in load(four_documents, "pallet_label")["train"]]
+    assert_same(reference, served, images[:2])
+
+
 def test_base_model_saves_its_weights(tiny_model, fake, tmp_path):
     _, served = pair(tiny_model)
     saved = served.save_pretrained(tmp_path / "base")
