@@ -47,6 +47,7 @@ __all__ = [
     "build_prompt",
     "char_confidence",
     "has_processor",
+    "load_paligemma_processor",
     "resolve_device_dtype",
 ]
 
@@ -60,6 +61,18 @@ def build_prompt(prompt: str) -> str:
     nothing else is added here; a training collator must use this same function.
     """
     return IMAGE_TOKEN + prompt
+
+
+def load_paligemma_processor(ref: str) -> Any:
+    """The processor at ``ref``, which must be PaliGemma's (it defines the prompt's tokens).
+
+    Raises:
+        ModelLoadError: it cannot be loaded, or it is another model's processor.
+    """
+    processor = load_processor(ref)
+    if not hasattr(processor, "image_seq_length"):
+        raise ModelLoadError(f"{ref!r} has a {type(processor).__name__}, not a PaliGemma processor.", ref)
+    return processor
 
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -308,12 +321,7 @@ class PaliGemmaBackend:
             generation = from_dict(GenerationSettings, generation, where="generation settings")
         resolved_device, torch_dtype = resolve_device_dtype(device, dtype)  # cheap checks before any loading
         refs = resolve_refs(model, adapter)
-        processor = load_processor(refs.processor)
-        if not hasattr(processor, "image_seq_length"):
-            raise ModelLoadError(
-                f"{refs.processor!r} has a {type(processor).__name__}, not a PaliGemma processor.",
-                refs.processor,
-            )
+        processor = load_paligemma_processor(refs.processor)
         from transformers import PaliGemmaForConditionalGeneration
 
         net = load_weights(PaliGemmaForConditionalGeneration, refs.base, resolved_device, torch_dtype)

@@ -42,11 +42,11 @@ from invoice_vlm.backends._hf import (
     ADAPTER_WEIGHTS,
     apply_adapter,
     is_local,
-    load_processor,
     load_weights,
     read_adapter_config,
     resolve_refs,
 )
+from invoice_vlm.backends.paligemma import char_confidence, load_paligemma_processor
 from invoice_vlm.config import GenerationSettings, from_dict
 from invoice_vlm.constraints import SEPARATORS
 from invoice_vlm.errors import BackendError, InvoiceVLMWarning, ModelLoadError, require
@@ -341,12 +341,7 @@ class VLLMBackend:
                 f"The vllm backend decodes greedily; num_beams={generation.num_beams} needs the paligemma backend."
             )
         refs = resolve_refs(model, adapter)
-        processor = load_processor(refs.processor)
-        if not hasattr(processor, "image_seq_length"):
-            raise ModelLoadError(
-                f"{refs.processor!r} has a {type(processor).__name__}, not a PaliGemma processor.",
-                refs.processor,
-            )
+        processor = load_paligemma_processor(refs.processor)
         kwargs: dict[str, Any] = {
             "dtype": dtype or "bfloat16",
             "seed": 0,
@@ -470,8 +465,6 @@ class VLLMBackend:
         """
         if not images:
             return []
-        from invoice_vlm.backends.paligemma import char_confidence
-
         expected = self.prompt_token_ids(request.prompt)
         given = self._after_image(expected)
         prompts = [
