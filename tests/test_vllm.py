@@ -9,25 +9,17 @@ import sys
 import warnings
 
 import pytest
-from PIL import Image, ImageDraw
 
 from invoice_vlm import InvoiceExtractor
 from invoice_vlm.errors import BackendError, ConfigError, MissingDependencyError, ModelLoadError
 
 from . import fake_vllm
+from .test_paligemma import doc
 
 pytestmark = pytest.mark.slow  # tiny real models
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
-
-
-def doc(i: int) -> Image.Image:
-    img = Image.new("RGB", (160, 120), "white")
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([10 + 20 * i, 10, 60 + 20 * i, 60], fill=(40 * i % 255, 90, 200))
-    draw.text((10, 80), f"P2481273609{i}", fill="black")
-    return img
 
 
 DOCS = [doc(i) for i in range(3)]
