@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import json
 import re
@@ -42,6 +43,8 @@ __all__ = [
     "NUMBER_LIMIT",
     "SEPARATORS",
     "generation_schema",
+    "grammar_available",
+    "json_grammar",
     "output_bound",
     "target_mismatch",
 ]
@@ -58,6 +61,24 @@ FRACTION_DIGITS = 6  # what xgrammar allows after the point in a bounded number
 STRING_CHARS = (  # any character JSON allows raw inside a string, except quote and backslash, and no surrogate
     '[^\\x00-\\x1f"\\\\\\uD800-\\uDFFF]'  # (byte tokens can spell one; it decodes to three U+FFFD, over the length)
 )
+
+
+def grammar_available() -> bool:
+    """Whether xgrammar (the ``constrained`` extra) is installed, so decoding can be constrained."""
+    return importlib.util.find_spec("xgrammar") is not None
+
+
+def json_grammar(json_schema: Any) -> Any:
+    """The xgrammar grammar every backend constrains decoding with.
+
+    ``json_schema`` written the way training targets are: `SEPARATORS`, no free whitespace, no keys beyond the
+    schema's.
+    """
+    import xgrammar
+
+    return xgrammar.Grammar.from_json_schema(
+        json.dumps(json_schema), any_whitespace=False, separators=SEPARATORS, strict_mode=True
+    )
 
 
 class _Unbounded(ValueError):

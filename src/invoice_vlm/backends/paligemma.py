@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import threading
@@ -34,7 +33,7 @@ from invoice_vlm.backends._hf import (
     resolve_refs,
 )
 from invoice_vlm.config import GenerationSettings, from_dict
-from invoice_vlm.constraints import SEPARATORS
+from invoice_vlm.constraints import grammar_available, json_grammar
 from invoice_vlm.errors import MissingDependencyError, ModelLoadError, require
 
 if TYPE_CHECKING:
@@ -183,9 +182,7 @@ class _Grammars:
         key = json.dumps(json_schema, sort_keys=False)
         with self._lock:
             if key not in self._compiled:
-                self._compiled[key] = self.compiler.compile_json_schema(
-                    key, any_whitespace=False, separators=SEPARATORS, strict_mode=True
-                )
+                self._compiled[key] = self.compiler.compile_grammar(json_grammar(json_schema))
             return self._compiled[key]
 
 
@@ -354,7 +351,7 @@ class PaliGemmaBackend:
     @property
     def constrained_decoding(self) -> bool:
         """Whether decoding can be constrained to a schema here: xgrammar (the ``constrained`` extra) is installed."""
-        return importlib.util.find_spec("xgrammar") is not None
+        return grammar_available()
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

@@ -32,7 +32,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from invoice_vlm.backends._hf import (
 )
 from invoice_vlm.backends.paligemma import char_confidence, load_paligemma_processor
 from invoice_vlm.config import GenerationSettings, from_dict
-from invoice_vlm.constraints import SEPARATORS
+from invoice_vlm.constraints import grammar_available, json_grammar
 from invoice_vlm.errors import BackendError, InvoiceVLMWarning, ModelLoadError, require
 
 if TYPE_CHECKING:
@@ -86,10 +87,14 @@ def lora_blockers(config: Mapping[str, Any]) -> list[str]:
         reasons.append(f"its init {init!r} changes the base weights, which vLLM would not see")
     if config.get("layer_replication"):
         reasons.append("it replicates layers (layer_replication), which vLLM does not support")
-    ranks = [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
-    if max(ranks) > LORA_RANKS[-1]:
-        reasons.append(f"its rank {max(ranks)} is above vLLM's largest ({LORA_RANKS[-1]})")
+    if _max_rank(config) > LORA_RANKS[-1]:
+        reasons.append(f"its rank {_max_rank(config)} is above vLLM's largest ({LORA_RANKS[-1]})")
     return reasons
+
+
+def _max_rank(config: Mapping[str, Any]) -> int:
+    """The adapter's largest LoRA rank (``r``, or a layer's own in ``rank_pattern``)."""
+    return max([int(config.get("r") or 1), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
 
 
 def _touches_vision(config: Mapping[str, Any]) -> bool:
@@ -123,14 +128,32 @@ def _adapter_file(adapter: str, name: str) -> Path:
     return Path(hf_hub_download(adapter, name))
 
 
+_COMPLETE = "invoice_vlm_complete"
+
+
+def _complete(target: Path) -> bool:
+    return (target / _COMPLETE).is_file()
+
+
+@contextmanager
+def _staging(root: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder under ``root`` to build in; gone afterwards unless `_publish` moved it into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        yield build
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 def _publish(build: Path, target: Path) -> None:
-    """Move a finished directory into place (another process may have won the race: keep theirs)."""
+    """Mark a finished folder complete and move it into place (if another process won the race, keep theirs)."""
+    (build / _COMPLETE).write_text("{}\n")
     try:
         build.rename(target)
     except OSError:
-        if not (target / "invoice_vlm_complete").is_file():
+        if not _complete(target):
             raise
-        shutil.rmtree(build, ignore_errors=True)
 
 
 def merged_copy(
@@ -148,20 +171,14 @@ def merged_copy(
 
     root = Path(directory) if directory is not None else _cache_root() / "vllm-merged"
     target = root / _adapter_digest(base, adapter, dtype)
-    if (target / "invoice_vlm_complete").is_file():
+    if _complete(target):
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".merging-", dir=root))
-    try:
+    with _staging(root, ".merging-") as build:
         net = load_weights(PaliGemmaForConditionalGeneration, base, "cpu", torch.float32)
         merged = apply_adapter(net, adapter, trainable=False, base=base).merge_and_unload()
         merged.to(getattr(torch, dtype)).save_pretrained(str(build), safe_serialization=True)
         processor.save_pretrained(str(build))
-        (build / "invoice_vlm_complete").write_text(json.dumps({"base": base, "adapter": adapter}) + "\n")
         _publish(build, target)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return target
 
 
@@ -173,9 +190,7 @@ def engine_tokenizer(processor: Any, directory: str | Path | None = None) -> Pat
     inserts them at the start, as the processor does.
     """
     root = Path(directory) if directory is not None else _cache_root() / "vllm-tokenizers"
-    root.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=root))
-    try:
+    with _staging(root, ".tokenizer-") as build:
         processor.save_pretrained(str(build))
         config_file = build / "tokenizer_config.json"
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -184,15 +199,9 @@ def engine_tokenizer(processor: Any, directory: str | Path | None = None) -> Pat
         digest = hashlib.sha256()
         for file in sorted(build.iterdir()):
             digest.update(file.name.encode() + file.read_bytes())
-        (build / "invoice_vlm_complete").write_text("{}\n")
-        target = root / digest.hexdigest()[:20]
-        if (target / "invoice_vlm_complete").is_file():
-            shutil.rmtree(build, ignore_errors=True)
-            return target
-        _publish(build, target)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+        target = root / digest.hexdigest()[:20]  # by content: the same processor reuses one folder
+        if not _complete(target):
+            _publish(build, target)
     return target
 
 
@@ -220,16 +229,6 @@ def _import_vllm() -> _Vllm:
         lora.LoRARequest,
         platforms.current_platform,
     )
-
-
-def _grammar(json_schema: Mapping[str, Any]) -> str:
-    """The EBNF grammar the transformers backend decodes with (xgrammar), as text for vLLM's structured outputs."""
-    import xgrammar
-
-    grammar = xgrammar.Grammar.from_json_schema(
-        json.dumps(json_schema), any_whitespace=False, separators=SEPARATORS, strict_mode=True
-    )
-    return str(grammar)
 
 
 class VLLMBackend:
@@ -271,15 +270,12 @@ class VLLMBackend:
         self.base_model = base_model
         self.adapter = adapter
         self.merged = merged
-        self._prompts: dict[str, list[int]] = {}
+        self._prompts: dict[
+            str, tuple[list[int], list[int]]
+        ] = {}  # prompt -> (its tokens, those after the image)
         self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
-        self._stop_ids = sorted(
-            {
-                *stop_ids,
-                *([processor.tokenizer.eos_token_id] if processor.tokenizer.eos_token_id is not None else []),
-            }
-        )
+        self._stop_ids = sorted({*stop_ids, processor.tokenizer.eos_token_id} - {None})
 
     @classmethod
     def from_pretrained(
@@ -370,15 +366,8 @@ class VLLMBackend:
                 merged = merged_copy(refs.base, refs.adapter, processor, merged_dir, kwargs["dtype"])
                 engine_model = str(merged)
             else:
-                rank = max(
-                    [
-                        int(config.get("r") or 1),
-                        *(int(r) for r in (config.get("rank_pattern") or {}).values()),
-                    ]
-                )
-                kwargs.update(
-                    enable_lora=True, max_loras=1, max_lora_rank=next(r for r in LORA_RANKS if r >= rank)
-                )
+                rank = next(r for r in LORA_RANKS if r >= _max_rank(config))
+                kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=rank)
                 if _touches_vision(config):
                     kwargs["enable_tower_connector_lora"] = True
                 path = (
@@ -408,10 +397,14 @@ class VLLMBackend:
     @property
     def constrained_decoding(self) -> bool:
         """Constrained decoding is vLLM's own (structured outputs); the grammar text comes from xgrammar."""
-        return importlib.util.find_spec("xgrammar") is not None
+        return grammar_available()
 
     def prompt_token_ids(self, prompt: str) -> list[int]:
         """The prompt's token sequence as our processor builds it (and as the model was trained on)."""
+        return self._layout(prompt)[0]
+
+    def _layout(self, prompt: str) -> tuple[list[int], list[int]]:
+        """The prompt's tokens, and those vLLM is given (after the image block), built once per prompt."""
         if prompt not in self._prompts:
             from PIL import Image
 
@@ -419,7 +412,8 @@ class VLLMBackend:
             ids = self.processor(images=[blank], text=["<image>" + prompt], return_tensors=None)["input_ids"][
                 0
             ]
-            self._prompts[prompt] = [int(i) for i in ids]
+            ids = [int(i) for i in ids]
+            self._prompts[prompt] = (ids, self._after_image(ids))
         return self._prompts[prompt]
 
     def _after_image(self, ids: Sequence[int]) -> list[int]:
@@ -445,7 +439,9 @@ class VLLMBackend:
         if request.constrained:
             key = json.dumps(request.json_schema, sort_keys=False)
             if key not in self._grammars:
-                self._grammars[key] = _grammar(request.json_schema)
+                self._grammars[key] = str(
+                    json_grammar(request.json_schema)
+                )  # EBNF, as the other backend uses
             structured = self.vllm.StructuredOutputsParams(grammar=self._grammars[key])
         return self.vllm.SamplingParams(
             temperature=0.0,
@@ -465,8 +461,7 @@ class VLLMBackend:
         """
         if not images:
             return []
-        expected = self.prompt_token_ids(request.prompt)
-        given = self._after_image(expected)
+        expected, given = self._layout(request.prompt)
         prompts = [
             {"prompt_token_ids": list(given), "multi_modal_data": {"image": image}} for image in images
         ]
