@@ -137,3 +137,14 @@ def test_cli_ray_writes_rows_resumes_and_overwrites(local_ray, tmp_path, capsys)
     assert "--concurrency only apply with --ray" in capsys.readouterr().err
     assert main(["extract", str(folder), "--ray", "--backend", "ocr", "--schema", "pallet_label"]) == 2
     assert "--ray writes rows to --output" in capsys.readouterr().err
+    typo = [
+        "extract",
+        str(folder),
+        "--ray",
+        "--schema",
+        "palet_label",
+        "--output",
+        str(tmp_path / "typo.jsonl"),
+    ]
+    assert main(typo) == 2 and "pallet_label" in capsys.readouterr().err  # checked before any actor starts
+    assert not (tmp_path / "typo.jsonl").exists()

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from invoice_vlm.errors import InvoiceVLMError
 
@@ -118,21 +118,25 @@ def _quiet_loading(args: argparse.Namespace) -> None:
         disable_progress_bars()
 
 
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`InvoiceExtractor.from_pretrained`'s arguments after the model, from the model flags."""
+    return {
+        "adapter": args.adapter,
+        "schema": args.schema,
+        "backend": args.backend,
+        "device": args.device,
+        "dtype": args.dtype,
+        "constrained": args.constrained,
+        "generation": {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else None,
+    }
+
+
 def _load_extractor(args: argparse.Namespace) -> Any:
     from invoice_vlm import InvoiceExtractor
 
     _check_model_args(args)
     _quiet_loading(args)
-    return InvoiceExtractor.from_pretrained(
-        args.model,
-        adapter=args.adapter,
-        schema=args.schema,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        constrained=args.constrained,
-        generation={"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else None,
-    )
+    return InvoiceExtractor.from_pretrained(args.model, **_model_options(args))
 
 
 def _written_sources(path: Path) -> tuple[set[str], int]:
@@ -157,7 +161,19 @@ def _done(document: str, written: set[str]) -> bool:
     return document in written or any(s.startswith(f"{document}#page=") for s in written)
 
 
-_RAY_FLAGS = {"num_gpus": "--num-gpus", "num_cpus": "--num-cpus", "concurrency": "--concurrency"}
+_RAY_FLAGS = {
+    "num_gpus": "--num-gpus",
+    "num_cpus": "--num-cpus",
+    "concurrency": "--concurrency",
+    "ray_address": "--ray-address",
+}
+
+
+def _refuse_existing(output: Path) -> NoReturn:
+    raise CLIError(
+        f"--output {output} already exists; pass --resume to skip the documents it holds and add the rest, or "
+        "--overwrite to replace it."
+    )
 
 
 def _clear_output(output: Path) -> None:
@@ -183,24 +199,20 @@ def _cmd_extract_ray(args: argparse.Namespace) -> int:
             "--ray writes rows to --output: a FILE.jsonl (JSON lines) or a FOLDER (Parquet parts), not stdout."
         )
     output = Path(args.output)
+    _check_model_args(args)  # a misspelt schema or path fails here, not in every actor
     if output.exists() and not args.resume:
         if args.overwrite:
             _clear_output(output)
         elif (output.is_file() and output.stat().st_size > 0) or (output.is_dir() and any(output.iterdir())):
-            raise CLIError(
-                f"--output {output} already exists; pass --resume to skip the documents it holds and add the rest, "
-                "or --overwrite to replace it."
-            )
-    options: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "constrained": args.constrained}
-    if args.max_new_tokens is not None:
-        options["generation"] = {"max_new_tokens": args.max_new_tokens}
+            _refuse_existing(output)
+    options = _model_options(args)
     counts = extract_files(
         args.documents,
         output,
         model=args.model,
-        adapter=args.adapter,
-        schema=args.schema,
-        backend=args.backend,
+        adapter=options.pop("adapter"),
+        schema=options.pop("schema"),
+        backend=options.pop("backend"),
         options=options,
         concurrency=args.concurrency or 1,
         num_gpus=args.num_gpus or 0,
@@ -222,8 +234,6 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if args.ray:
         return _cmd_extract_ray(args)
     given = [flag for key, flag in _RAY_FLAGS.items() if getattr(args, key) is not None]
-    if args.ray_address is not None:
-        given.append("--ray-address")
     if given:
         raise CLIError(f"{', '.join(given)} only apply with --ray (extraction on Ray Data).")
     documents: list[str] = list(args.documents)
@@ -240,10 +250,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             documents = [d for d in documents if not _done(describe_source(d), written)]
             skipped = before - len(documents)
         elif not args.overwrite and output.stat().st_size > 0:
-            raise CLIError(
-                f"--output {output} already exists; pass --resume to skip the documents it holds and add the rest, "
-                "or --overwrite to replace it."
-            )
+            _refuse_existing(output)
     elif args.resume and output is None:
         raise CLIError("--resume needs --output FILE: it skips the documents that file already holds.")
     extractor = _load_extractor(args)
