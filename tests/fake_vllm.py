@@ -17,7 +17,6 @@ Decoding runs the model with transformers (float32), one prompt at a time, greed
 
 from __future__ import annotations
 
-import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -157,9 +156,6 @@ class LLM:
         self._loras: dict[int, Any] = {}
         self.requests: list[tuple[list[Any], SamplingParams, LoRARequest | None]] = []
         CALLS.engines.append(self)
-
-    def get_tokenizer(self) -> Any:
-        return self.tokenizer
 
     def _prompt(self, prompt: dict[str, Any]) -> list[int]:
         """vLLM's PaliGemma prompt: image tokens + <bos> inserted after the tokenizer's own <bos>, "\\n" at the end."""
@@ -307,8 +303,3 @@ def install(monkeypatch: Any, *, cuda: bool = True) -> types.ModuleType:
     module("vllm.lora.request", LoRARequest=LoRARequest)
     module("vllm.platforms", current_platform=Platform("cuda" if cuda else "", cuda))
     return root
-
-
-def probabilities(output: CompletionOutput) -> list[float]:
-    """The chosen tokens' probabilities of an answer (for tests)."""
-    return [math.exp(next(iter(step.values())).logprob) for step in output.logprobs or []]
