@@ -10,17 +10,36 @@ from __future__ import annotations
 import os
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("INVOICE_VLM_TORCH", "torch==2.13.0")
+INSTALL_ATTEMPTS = 3
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """``session.install``, tried up to three times.
+
+    Downloads get cut off mid-file on CI's network (one run lost ``triton``, 286 MB, which xgrammar pulls on Linux,
+    after pip's own resume attempts), and a failed install fails the whole run before any test. pip skips what a
+    previous attempt already installed, so a retry only costs what was missing.
+    """
+    for attempt in range(1, INSTALL_ATTEMPTS + 1):
+        try:
+            session.install(*args)
+            return
+        except CommandFailed:
+            if attempt == INSTALL_ATTEMPTS:
+                raise
+            session.warn(f"pip install failed (attempt {attempt} of {INSTALL_ATTEMPTS}); trying again")
 
 
 def install_project(session: nox.Session, extras: str) -> None:
     index = os.environ.get("INVOICE_VLM_TORCH_INDEX")
-    session.install(TORCH, *(["--index-url", index] if index else []))
-    session.install("-e", f".[{extras}]")
+    install(session, TORCH, *(["--index-url", index] if index else []))
+    install(session, "-e", f".[{extras}]")
 
 
 @nox.session
@@ -37,7 +56,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
-    session.install("ruff>=0.6")
+    install(session, "ruff>=0.6")
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
 
@@ -46,12 +65,12 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     install_project(session, "all")
-    session.install("mypy>=1.10")
+    install(session, "mypy>=1.10")
     session.run("mypy")
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the docs site with mkdocs --strict (broken links and bad references fail)."""
-    session.install("-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26")
+    install(session, "-e", ".", "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site")
