@@ -8,6 +8,7 @@ the project's ``torch>=2.4`` range is already satisfied and pip never pulls a mu
 from __future__ import annotations
 
 import os
+import time
 
 import nox
 from nox.command import CommandFailed
@@ -23,8 +24,9 @@ def install(session: nox.Session, *args: str) -> None:
     """``session.install``, tried up to three times.
 
     Downloads get cut off mid-file on CI's network (one run lost ``triton``, 286 MB, which xgrammar pulls on Linux,
-    after pip's own resume attempts), and a failed install fails the whole run before any test. pip skips what a
-    previous attempt already installed, so a retry only costs what was missing.
+    after pip's own resume attempts), and a failed install fails the whole run before any test. pip's cache keeps
+    what an earlier attempt downloaded whole, so a retry fetches only what was missing; the pause lets a dropped
+    connection recover.
     """
     for attempt in range(1, INSTALL_ATTEMPTS + 1):
         try:
@@ -33,7 +35,11 @@ def install(session: nox.Session, *args: str) -> None:
         except CommandFailed:
             if attempt == INSTALL_ATTEMPTS:
                 raise
-            session.warn(f"pip install failed (attempt {attempt} of {INSTALL_ATTEMPTS}); trying again")
+            pause = 20 * attempt
+            session.warn(
+                f"pip install failed (attempt {attempt} of {INSTALL_ATTEMPTS}); trying again in {pause} s"
+            )
+            time.sleep(pause)
 
 
 def install_project(session: nox.Session, extras: str) -> None:
