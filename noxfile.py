@@ -24,9 +24,8 @@ def install(session: nox.Session, *args: str) -> None:
     """``session.install``, tried up to three times.
 
     Downloads get cut off mid-file on CI's network (one run lost ``triton``, 286 MB, which xgrammar pulls on Linux,
-    after pip's own resume attempts), and a failed install fails the whole run before any test. pip's cache keeps
-    what an earlier attempt downloaded whole, so a retry fetches only what was missing; the pause lets a dropped
-    connection recover.
+    after pip's own resume attempts), and a failed install fails the whole run before any test. The pause lets a
+    dropped connection recover; a real install error still fails the session, a minute later.
     """
     for attempt in range(1, INSTALL_ATTEMPTS + 1):
         try:
