@@ -9,13 +9,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+TEST_SEED = int(os.environ.get("INVOICE_VLM_TEST_SEED", "0"))
+"""The seed of every random fixture (tiny models, documents, training runs). CI runs the training tests again with
+another seed and with one thread (the nox ``tests`` session), so none of them passes by one seed's luck or one
+machine's float rounding."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = os.environ.get("INVOICE_VLM_TEST_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random PaliGemma built once per test session."""
     from invoice_vlm.testing import build_tiny_paligemma
 
-    return build_tiny_paligemma(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+    return build_tiny_paligemma(tmp_path_factory.mktemp("tiny") / "model", seed=TEST_SEED)
 
 
 @pytest.fixture
@@ -44,7 +57,9 @@ def white_image():
 COLORS = [(220, 40, 40), (40, 160, 60), (40, 70, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200)]
 
 
-def write_documents(root: Path, splits: dict[str, int], prompt: str | None = None, seed: int = 0) -> Path:
+def write_documents(
+    root: Path, splits: dict[str, int], prompt: str | None = None, seed: int = TEST_SEED
+) -> Path:
     """Generated pallet labels in the Roboflow layout, each with a coloured band so a 64-pixel model tells them apart."""
     import json
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from invoice_vlm.cli import main
+from invoice_vlm.errors import install_command
 
 
 def run(capsys, *argv):
@@ -117,6 +118,52 @@ def test_extract_cannot_run_exits_2_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_missing_torch_offers_the_ocr_backend_and_the_cpu_build(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine where only the ocr extra went in
+    code, out, err = run(capsys, "extract", str(tmp_path / "x.png"), "--schema", "invoice")
+    assert code == 2 and out == ""
+    assert install_command("paligemma") in err and "torch is missing" in err
+    assert (
+        "--backend ocr" in err and "pip install torch --index-url https://download.pytorch.org/whl/cpu" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("direct_url", "command"),
+    [
+        # from a clone, editable, asked from inside it / from elsewhere
+        ({"url": "file://{cwd}", "dir_info": {"editable": True}}, "pip install -e '.[ocr]'"),
+        (
+            {"url": "file:///opt/src/invoice-vlm", "dir_info": {"editable": True}},
+            "pip install -e '/opt/src/invoice-vlm[ocr]'",
+        ),
+        # a wheel on disk
+        (
+            {"url": "file:///tmp/dist/invoice_vlm-0.1.0-py3-none-any.whl", "archive_info": {}},
+            "pip install '/tmp/dist/invoice_vlm-0.1.0-py3-none-any.whl[ocr]'",
+        ),
+        # from a package index: pip writes no direct_url.json
+        (None, "pip install 'invoice-vlm[ocr]'"),
+    ],
+)
+def test_install_hints_name_how_invoice_vlm_is_installed(monkeypatch, tmp_path, direct_url, command):
+    import importlib.metadata
+
+    from invoice_vlm.errors import MissingDependencyError
+
+    class Dist:
+        def read_text(self, name):
+            assert name == "direct_url.json"
+            if direct_url is None:
+                return None
+            return json.dumps({**direct_url, "url": direct_url["url"].format(cwd=tmp_path)})
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Dist())
+    assert install_command("ocr") == command
+    assert str(MissingDependencyError("The OCR backend", "ocr", "rapidocr")).endswith(command)
 
 
 def test_console_script_help():
@@ -234,7 +281,8 @@ def test_mixed_batch_one_result_each_in_order_with_and_without_pdf(
     code, out, err = run(capsys, "extract", *docs, *fake_backend)
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 1 and [r["source"] for r in lines] == expected
-    failed = {r["source"]: r["errors"][0] for r in lines if r["raw_text"] == ""}
+    failed = {r["source"]: r["errors"][0] for r in lines if r["unreadable"]}
+    assert all(r["raw_text"] == "" and not r["valid"] for r in lines if r["unreadable"])
     assert set(failed) == {text, empty, missing}
     assert (
         "is not a PNG, JPEG" in failed[text]
@@ -247,7 +295,7 @@ def test_mixed_batch_one_result_each_in_order_with_and_without_pdf(
     code, out, err = run(capsys, "extract", *docs, *fake_backend)
     lines = [json.loads(line) for line in out.splitlines()]
     assert [r["source"] for r in lines] == [*expected[:5], pdf, missing]
-    assert "pip install 'invoice-vlm[pdf]'" in lines[5]["errors"][0]
+    assert install_command("pdf") in lines[5]["errors"][0]
     assert [r.source for r in ex.extract_batch(docs, progress=False)] == [*expected[:5], pdf, missing]
 
 
@@ -299,9 +347,7 @@ def test_synth_refuses_a_folder_in_use(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "faker", None)
     fresh = tmp_path / "fresh"
     code, _, err = run(capsys, "synth", "--n", "2", "--out", str(fresh))
-    assert (
-        code == 2 and "pip install 'invoice-vlm[data]'" in err and "synth" not in err.split("error:")[0][:-13]
-    )
+    assert code == 2 and install_command("data") in err and "synth" not in err.split("error:")[0][:-13]
     assert not fresh.exists() and "%" not in err
 
 
@@ -328,7 +374,7 @@ def test_evaluate_checks_extras_before_loading_and_shows_every_problem(
 
     monkeypatch.setattr(extractor_module.InvoiceExtractor, "from_pretrained", no_loading)
     code, _, err = run(capsys, "evaluate", *fake_backend, "--data", str(tmp_path / "ds"))
-    assert code == 2 and "pip install 'invoice-vlm[metrics]'" in err
+    assert code == 2 and install_command("metrics") in err
 
 
 def test_a_bug_shows_its_traceback(monkeypatch):

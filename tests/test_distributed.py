@@ -64,7 +64,7 @@ def test_sixty_mixed_documents_one_row_each_like_extract_batch(local_ray, tmp_pa
         record = result.to_record()
         assert set(row) == set(COLUMNS)
         assert row["valid"] == record["valid"] and json.loads(row["partial"]) == record["partial"]
-        assert (row["error"] is not None) == (record["raw_text"] == "" and not record["valid"])
+        assert (row["error"] is not None) == record["unreadable"] == row["unreadable"]
     # A rerun skips what is written; Parquet gives the same rows.
     again = extract_files(files, out, make_extractor=make, concurrency=2, num_cpus=0.5)
     assert again["skipped"] == 60 and again["rows"] == 0 and len(out.read_text().splitlines()) == 62

@@ -50,6 +50,21 @@ def test_batch_keeps_order_and_isolates_failures(tmp_path):
     assert "broken.png" in results[2].errors[0] and results[2].source == str(bad_path)
     assert "generation failed: RuntimeError: CUDA out of memory" in results[3].errors[0]
     assert results[4].to_dict()["route"] == "Q999-RZ-924"
+    # "Could not be read" is a boolean, not a message to parse: the file and the failed generation; an answer
+    # that holds no JSON was read, and is only invalid.
+    assert [r.unreadable for r in results] == [False, False, True, True, False]
+    assert [r.to_record()["unreadable"] for r in results] == [False, False, True, True, False]
+
+
+def test_from_error_and_the_deprecated_failed_alias():
+    from invoice_vlm import Extraction
+
+    read = Extraction.from_error("no JSON object", raw_text="sorry", unreadable=False)
+    assert not read.valid and not read.unreadable and read.errors == ["no JSON object"]
+    assert Extraction.from_error("x.png does not exist", source="x.png").unreadable
+    with pytest.warns(DeprecationWarning, match="renamed Extraction.from_error"):
+        old = Extraction.failed("x.png does not exist", source="x.png")
+    assert old.unreadable and old.source == "x.png" and not old.valid
 
 
 def test_extract_and_batch_agree():

@@ -93,7 +93,9 @@ def test_build_is_deterministic(tmp_path, tiny_model):
 
     from invoice_vlm.testing import build_tiny_paligemma
 
-    again = build_tiny_paligemma(tmp_path / "again", seed=0)
+    from .conftest import TEST_SEED
+
+    again = build_tiny_paligemma(tmp_path / "again", seed=TEST_SEED)
     a, b = load_file(tiny_model / "model.safetensors"), load_file(again / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tiny_model / "tokenizer.json").read_text() == (again / "tokenizer.json").read_text()

@@ -1,6 +1,6 @@
 """invoice_vlm: photos and scans of invoices, pallet labels and shipping documents to validated JSON.
 
-Example:
+Examples:
     >>> from invoice_vlm import InvoiceExtractor
     >>> # ex = InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448",
     >>> #     adapter="riphunter7001x/PaliGemma3_FT_OCR", schema="pallet_label")

@@ -16,7 +16,7 @@ _NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
 def levenshtein(a: str, b: str) -> int:
     """Edit distance with unit insert, delete and substitute costs.
 
-    Example:
+    Examples:
         >>> levenshtein("P24812736099", "P24812736O99")
         1
     """
@@ -28,7 +28,7 @@ def levenshtein(a: str, b: str) -> int:
 def similarity(a: str, b: str) -> float:
     """``1 - edit distance / longer length``, also compared without spaces (OCR runs words together).
 
-    Example:
+    Examples:
         >>> round(similarity("shlpment id", "shipment id"), 3), similarity("palletnumber", "pallet number")
         (0.909, 1.0)
     """
@@ -46,7 +46,7 @@ def similarity(a: str, b: str) -> float:
 def as_number(value: Any) -> float | None:
     """A JSON number, or a string such as ``"1,012.50"``, as a float; ``None`` for anything else.
 
-    Example:
+    Examples:
         >>> as_number("1,012.50"), as_number(3), as_number("12 pcs")
         (1012.5, 3.0, None)
     """

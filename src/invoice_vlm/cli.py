@@ -266,7 +266,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         ):
             counts["documents"] += 1
             for result in results:
-                failed = not result.valid and result.raw_text == ""
+                failed = result.unreadable
                 counts["pages" if not failed else "failed"] += 1
                 if not failed:
                     counts["valid" if result.valid else "invalid"] += 1

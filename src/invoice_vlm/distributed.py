@@ -25,7 +25,7 @@ from invoice_vlm.extraction import Extraction
 
 __all__ = ["COLUMNS", "ExtractActor", "extract_files", "list_sources"]
 
-COLUMNS = (*Extraction.failed("").to_record(), "error")
+COLUMNS = (*Extraction.from_error("").to_record(), "error")
 """The columns of every row; nested values are JSON strings (Parquet needs one type per column)."""
 _JSON = ("data", "partial", "errors", "field_errors", "confidence", "printed")
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
@@ -60,7 +60,7 @@ def _row(record: dict[str, Any], error: str | None) -> dict[str, Any]:
 
 
 def _failed_row(source: str, message: str) -> dict[str, Any]:
-    return _row(Extraction.failed(message, source=source).to_record(), message)
+    return _row(Extraction.from_error(message, source=source).to_record(), message)
 
 
 class ExtractActor:
@@ -101,7 +101,7 @@ class ExtractActor:
                 continue
             for result in next(results):
                 record = result.to_record()
-                failed = not result.valid and result.raw_text == ""
+                failed = result.unreadable
                 out.append(_row(record, result.errors[0] if failed and result.errors else None))
         return {key: [row[key] for row in out] for key in COLUMNS}
 

@@ -47,6 +47,7 @@ __all__ = [
     "RegistryError",
     "TrainingError",
     "UnknownNameError",
+    "install_command",
     "require",
 ]
 
@@ -75,7 +76,7 @@ class UnknownNameError(RegistryError, KeyError):
         listed = (
             ", ".join(self.available)
             if self.available
-            else "none (is invoice-vlm installed? pip install -e .)"
+            else "none (is invoice-vlm installed? pip install -e . from a clone)"
         )
         super().__init__(f"Unknown {kind} {name!r}. Registered: {listed}.")
 
@@ -95,18 +96,62 @@ class DuplicateNameError(RegistryError):
         )
 
 
-class MissingDependencyError(InvoiceVLMError, ImportError):
-    """An optional extra is not installed."""
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to invoice_vlm *as it is installed here*, so a hint always works.
 
-    def __init__(self, feature: str, extra: str, package: str) -> None:
+    From a clone (an editable install) it names the clone, ``pip install -e '.[ocr]'`` when run from inside it; from
+    a wheel or source archive on disk it names that file; from a package index it names the package.
+
+    Examples:
+        >>> install_command("ocr").startswith("pip install ") and "[ocr]'" in install_command("ocr")
+        True
+    """
+    import json
+    import os
+    from importlib import metadata
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        direct = metadata.distribution("invoice-vlm").read_text("direct_url.json")
+        info = json.loads(direct) if direct else {}
+    except (metadata.PackageNotFoundError, ValueError):
+        info = {}
+    url = str(info.get("url", ""))
+    if url.startswith("file://"):
+        where = unquote(urlsplit(url).path)
+        try:
+            relative = os.path.relpath(where)
+        except ValueError:  # another drive on Windows
+            relative = where
+        if not relative.startswith(".."):
+            where = relative if relative == "." or os.sep in relative else f".{os.sep}{relative}"
+        editable = bool((info.get("dir_info") or {}).get("editable"))
+        return f"pip install {'-e ' if editable else ''}'{where}[{extra}]'"
+    return f"pip install 'invoice-vlm[{extra}]'"
+
+
+class MissingDependencyError(InvoiceVLMError, ImportError):
+    """An optional extra is not installed; the message gives the command that installs it here.
+
+    Attributes:
+        extra: the extra that brings the package.
+        package: the first missing package.
+    """
+
+    def __init__(self, feature: str, extra: str, package: str, advice: str = "") -> None:
         self.extra = extra
         self.package = package
         super().__init__(
-            f"{feature} needs extra packages ({package} is missing): pip install 'invoice-vlm[{extra}]'"
+            f"{feature} needs extra packages ({package} is missing): {install_command(extra)}"
+            + (f". {advice}" if advice else "")
         )
 
 
-def require(feature: str, extra: str, *packages: str) -> None:
+TORCH_CPU_COMMAND = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+"""PyTorch's CPU build: put in before an extra that needs torch on a machine without an NVIDIA GPU."""
+
+
+def require(feature: str, extra: str, *packages: str, advice: str = "") -> None:
     """Import ``packages`` or raise `MissingDependencyError` naming the first missing one and the extra to install."""
     import importlib
 
@@ -114,7 +159,7 @@ def require(feature: str, extra: str, *packages: str) -> None:
         try:
             importlib.import_module(package)
         except ImportError:
-            raise MissingDependencyError(feature, extra, package) from None
+            raise MissingDependencyError(feature, extra, package, advice) from None
 
 
 class InputError(InvoiceVLMError, ValueError):

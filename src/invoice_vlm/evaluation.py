@@ -178,7 +178,7 @@ def score(
         metric_objects: the metrics to compute; every registered one (`invoice_vlm.metrics.list_metrics`) when
             ``None``.
 
-    Example:
+    Examples:
         >>> from invoice_vlm.metrics import get_metric
         >>> printed = '{"invoice_number": "7", "invoice_date": "3. März 2024", "total": "12,50"}'
         >>> target = '{"invoice_number": "7", "invoice_date": "2024-03-03", "total": 12.5}'
@@ -251,7 +251,7 @@ def evaluate(
         on_error: for a path: ``"raise"`` lists every bad row in one `DatasetError`, ``"skip"`` drops them with a
             warning that counts them.
 
-    Example:
+    Examples:
         >>> # report = invoice_vlm.evaluate(ex, "data/pallets", split="test")
         >>> # report.metrics["field_accuracy"], report.save("eval/")
     """

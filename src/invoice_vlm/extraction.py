@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ class Extraction:
             Errors that belong to no field (unparsable output) are only in ``errors``.
         printed: leaf path -> the text as printed, for every value normalisation changed (``"05 Juillet 2015"``
             beside ``"2015-07-05"``): nothing read is lost.
+        unreadable: true when the document could not be read at all (the file could not be opened, a needed extra
+            is missing, the backend failed on it): nothing was extracted and ``errors`` says why. False for a
+            document that was read but whose result is invalid (``valid`` is false, ``partial`` shows what was read).
     """
 
     data: BaseModel | None
@@ -39,6 +43,7 @@ class Extraction:
     partial: dict[str, Any] | None = None
     field_errors: dict[str, str] = field(default_factory=dict)
     printed: dict[str, str] = field(default_factory=dict)
+    unreadable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The extracted JSON object, or ``{}`` when the result is not valid."""
@@ -51,6 +56,7 @@ class Extraction:
         return {
             "source": self.source,
             "valid": self.valid,
+            "unreadable": self.unreadable,
             "data": self.to_dict() if self.valid else None,
             "partial": self.partial,
             "errors": list(self.errors),
@@ -61,6 +67,40 @@ class Extraction:
         }
 
     @classmethod
+    def from_error(
+        cls, error: str, *, source: str | None = None, raw_text: str = "", unreadable: bool = True
+    ) -> Extraction:
+        """An invalid result that says why: by default for a document that could not be read at all.
+
+        Args:
+            error: the reason, shown in ``errors``.
+            source: where the document came from.
+            raw_text: what the backend produced, if anything (output that holds no JSON object).
+            unreadable: false when the backend did answer and only its answer is unusable.
+
+        Examples:
+            >>> Extraction.from_error("scan.png: not an image file", source="scan.png").unreadable
+            True
+            >>> Extraction.from_error("no JSON object", raw_text="sorry", unreadable=False).unreadable
+            False
+        """
+        return cls(
+            data=None,
+            raw_text=raw_text,
+            valid=False,
+            errors=[error],
+            confidence={},
+            source=source,
+            unreadable=unreadable,
+        )
+
+    @classmethod
     def failed(cls, error: str, *, source: str | None = None, raw_text: str = "") -> Extraction:
-        """A result for an input that produced nothing usable, saying why."""
-        return cls(data=None, raw_text=raw_text, valid=False, errors=[error], confidence={}, source=source)
+        """Deprecated: use `Extraction.from_error` (this name read like a boolean; ``unreadable`` is the boolean)."""
+        warnings.warn(
+            "Extraction.failed() is renamed Extraction.from_error(); the boolean for a document that could not "
+            "be read is Extraction.unreadable.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_error(error, source=source, raw_text=raw_text, unreadable=not raw_text)

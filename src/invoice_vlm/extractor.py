@@ -77,7 +77,7 @@ class InvoiceExtractor:
         constrained: constrain decoding to the schema; overrides ``generation.constrained``. ``None`` turns it on
             when the backend can and decoding is greedy.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import InvoiceExtractor
         >>> from invoice_vlm.testing import FakeBackend
         >>> ex = InvoiceExtractor(backend=FakeBackend('{"invoice_number": "7", "total": 3}'), schema="invoice")
@@ -209,7 +209,7 @@ class InvoiceExtractor:
                 the ``constrained`` extra installed, and decoding is greedy). Saved in ``invoice_vlm.json``.
             **backend_options: passed to the backend's ``from_pretrained`` (e.g. ``params={...}`` for ocr).
 
-        Example:
+        Examples:
             >>> # ex = InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448",
             >>> #     adapter="riphunter7001x/PaliGemma3_FT_OCR", schema="pallet_label")
             >>> # ex.extract("label.jpg").to_dict()
@@ -296,12 +296,12 @@ class InvoiceExtractor:
         try:
             generation = self._generation(output)
         except _PageFailed as exc:
-            return Extraction.failed(str(exc), source=source)
+            return Extraction.from_error(str(exc), source=source)
         raw_text = self._raw_text(generation)
         try:
             value, confidence, _ = self._read(generation)
         except ValueError as exc:
-            return Extraction.failed(str(exc), source=source, raw_text=raw_text)
+            return Extraction.from_error(str(exc), source=source, raw_text=raw_text, unreadable=False)
         return finish_document(value, self.schema, raw_text=raw_text, source=source, confidence=confidence)
 
     def _merge(self, outputs: Sequence[object], sources: Sequence[str], source: str) -> Extraction:
@@ -318,7 +318,7 @@ class InvoiceExtractor:
                 errors.append(f"{page_source}: {exc}")
         raw_text = "\f".join(texts)  # a form feed between pages, as in plain-text page dumps
         if not pages:
-            return Extraction(None, raw_text, False, errors, {}, source)
+            return Extraction(None, raw_text, False, errors, {}, source, unreadable=not texts)
         merged, confidence = merge_pages(pages, self.schema)
         return finish_document(
             merged, self.schema, raw_text=raw_text, source=source, confidence=confidence, errors=errors
@@ -463,7 +463,7 @@ class InvoiceExtractor:
                     units = load_pages(document)
                 except (DocumentError, MissingDependencyError) as exc:  # that document only, the rest go on
                     source = getattr(exc, "source", None) or describe_source(document)
-                    results[index] = [Extraction.failed(str(exc), source=source)]
+                    results[index] = [Extraction.from_error(str(exc), source=source)]
                     bar.update(1)
                     yield from ready()
                     continue

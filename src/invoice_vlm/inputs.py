@@ -260,7 +260,7 @@ def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[Text
 def pdf_pages(path: str | os.PathLike[str], dpi: int = PDF_DPI) -> list[PDFPage]:
     """Every page of a PDF as a `PDFPage` (opened one at a time later); most callers want `load_document`.
 
-    Example:
+    Examples:
         >>> # ex.extract_batch(pdf_pages("scan.pdf"))  # one Extraction per page
     """
     p = Path(path)
@@ -478,7 +478,7 @@ def load_document(
             the message names the document and what to do.
         MissingDependencyError: a PDF without the ``pdf`` extra (that document only).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> pages = load_document(Image.new("I;16", (40, 30), 40000))
         >>> pages[0].mode, pages[0].getpixel((0, 0))

@@ -3,7 +3,7 @@
 Built-in schemas and backends register through the same entry-point groups a third-party package uses
 (`SCHEMA_GROUP`, `BACKEND_GROUP`), so the plugin path is exercised by our own code.
 
-Example:
+Examples:
     A third-party package declares in its ``pyproject.toml``::
 
         [project.entry-points."invoice_vlm.schemas"]

@@ -3,8 +3,10 @@
 - `build_tiny_paligemma` builds a tiny random PaliGemma with a tokenizer trained on the spot, saved in the standard
   Hugging Face layout; the real loading, generation and training code runs on it unchanged.
 - `FakeBackend` returns texts you give it, for testing your own pipeline without a model.
+- `stop_when_memorised` ends a training run once its documents are memorised, so a memorisation test asserts what
+  it means on every machine instead of hinging on the loss a fixed step count reaches.
 
-Example:
+Examples:
     >>> from invoice_vlm import InvoiceExtractor
     >>> from invoice_vlm.testing import FakeBackend
     >>> fake = FakeBackend(['{"total": 1}'])
@@ -25,7 +27,7 @@ from invoice_vlm.schemas import LeafField, SchemaSpec, list_schemas, resolve_sch
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["FakeBackend", "build_tiny_paligemma", "tokenizer_corpus"]
+__all__ = ["FakeBackend", "build_tiny_paligemma", "stop_when_memorised", "tokenizer_corpus"]
 
 _WORDS = (
     "ROLL OF METAL WIRE STEEL PIPE COPPER SHEET PLASTIC BOX CARTON BOTTLE WATER JUICE PAPER TOWEL TISSUE SOAP "
@@ -295,3 +297,39 @@ class FakeBackend:
         if model is None:
             raise ValueError("FakeBackend.from_pretrained needs a path to a file holding the response text.")
         return cls(Path(model).read_text(encoding="utf-8"))
+
+
+def stop_when_memorised(max_loss: float = 0.01, patience: int = 5) -> Any:
+    """A ``transformers.TrainerCallback`` that ends training once the training documents are memorised.
+
+    A test that trains for a fixed number of steps passes or fails on float rounding: the same run lands at loss 0.01
+    on one CPU and 0.06 on another, and only the first reproduces its documents. Stopping on what the test means is
+    robust: every logged step's loss under ``max_loss`` and TRL's ``mean_token_accuracy`` (the model's top token
+    equals the target token at every trained position, so greedy decoding writes the targets) at 1.0, ``patience``
+    logged steps in a row. Give the run a generous ``num_train_epochs`` as the cap and ``logging_steps=1``.
+
+    Args:
+        max_loss: the highest training loss that counts as memorised.
+        patience: how many logged steps in a row must count as memorised.
+
+    Returns:
+        The callback; its ``memorised_at`` is the step training stopped at (``None`` while it has not).
+    """
+    from transformers import TrainerCallback
+
+    class StopWhenMemorised(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.streak = 0
+            self.memorised_at: int | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            accurate = logs.get("mean_token_accuracy", 0.0) >= 1.0
+            self.streak = self.streak + 1 if logs["loss"] <= max_loss and accurate else 0
+            if self.streak >= patience:
+                self.memorised_at = state.global_step
+                control.should_training_stop = True
+
+    return StopWhenMemorised()

@@ -16,7 +16,7 @@ built-in ``paligemma``, ``vllm`` and ``ocr`` backends do. A class may declare ``
 its registry name): backends that declare the same format load each other's saved directories, as ``paligemma`` and
 ``vllm`` do (``from_pretrained(saved_dir, backend="vllm")``).
 
-Example:
+Examples:
     >>> class EchoBackend:
     ...     def generate(self, images, request):
     ...         return [Generation(data={"total": 1}) for _ in images]

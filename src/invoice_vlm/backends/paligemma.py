@@ -8,7 +8,7 @@ torch, transformers and peft are imported inside the functions that need them, s
 happens whenever any backend is looked up) stays cheap; loading goes through the shared plumbing in
 ``invoice_vlm.backends._hf``.
 
-Example:
+Examples:
     >>> # ex = InvoiceExtractor.from_pretrained("google/paligemma-3b-pt-448",
     >>> #                                       adapter="riphunter7001x/PaliGemma3_FT_OCR", schema="pallet_label")
 """
@@ -34,7 +34,7 @@ from invoice_vlm.backends._hf import (
 )
 from invoice_vlm.config import GenerationSettings, from_dict
 from invoice_vlm.constraints import grammar_available, json_grammar
-from invoice_vlm.errors import MissingDependencyError, ModelLoadError, require
+from invoice_vlm.errors import TORCH_CPU_COMMAND, MissingDependencyError, ModelLoadError, require
 
 if TYPE_CHECKING:
     import torch
@@ -308,7 +308,16 @@ class PaliGemmaBackend:
             raise TypeError(
                 f"PaliGemmaBackend.from_pretrained got unexpected option(s): {', '.join(sorted(options))}"
             )
-        require("The PaliGemma backend", "paligemma", "torch", "transformers", "peft")
+        require(
+            "The PaliGemma backend",
+            "paligemma",
+            "torch",
+            "transformers",
+            "peft",
+            advice=f"On a machine without an NVIDIA GPU, put PyTorch's CPU build in first ({TORCH_CPU_COMMAND}), "
+            "or the extra pulls about 3 GB of CUDA wheels. To read documents now without torch, use the OCR "
+            "backend: --backend ocr on the command line, backend='ocr' in Python",
+        )
         if model is None and adapter is None:
             raise ModelLoadError(
                 "The paligemma backend needs a model: a base id such as 'google/paligemma-3b-pt-448', an adapter "

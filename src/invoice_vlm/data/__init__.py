@@ -1,6 +1,6 @@
 """Datasets in, datasets out: loaders for the formats users already have, and a synthetic document generator.
 
-Example:
+Examples:
     >>> # from invoice_vlm.data import load
     >>> # ds = load("my-roboflow-export", schema="pallet_label")   # DatasetDict: train / valid / test
     >>> # ds["train"][0]["image"], ds["train"][0]["prefix"], ds["train"][0]["target"]

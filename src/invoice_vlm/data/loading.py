@@ -175,7 +175,7 @@ def reference_text(row: Any) -> tuple[str, str | None]:
     Raises:
         ValueError: the row is not a JSON object, or its Donut ground truth is malformed.
 
-    Example:
+    Examples:
         >>> reference_text({"image": "1.png", "suffix": '{"total": 3}'})
         ('{"total": 3}', '1.png')
         >>> reference_text({"file_name": "2.png", "ground_truth": '{"gt_parse": {"total": 4}}'})
@@ -200,7 +200,7 @@ def prediction_text(row: Any) -> tuple[str, str | None]:
     ``raw_text`` (our ``extract`` records), ``prediction``, an ``extract`` record's ``data``, a dataset row
     (``suffix``, ``ground_truth``, ``target``: scoring a dataset against itself gives 1.0), or the object itself.
 
-    Example:
+    Examples:
         >>> prediction_text({"source": "1.png", "valid": True, "raw_text": '{"total": 3}', "data": {"total": 3}})
         ('{"total": 3}', '1.png')
     """

@@ -1,6 +1,6 @@
 """Fine-tune PaliGemma with LoRA, QLoRA or fully, over TRL's ``SFTTrainer``, guarded against training the wrong thing.
 
-Example:
+Examples:
     >>> from invoice_vlm.finetune import FinetuneConfig, finetune
     >>> cfg = FinetuneConfig(base_model="google/paligemma-3b-pt-448", data="data/pallets",
     ...                      schema="pallet_label", output_dir="out/pallets")

@@ -29,7 +29,7 @@ class FinetuneConfig:
     need; evaluation and checkpoints once per epoch with the best checkpoint chosen by field accuracy on the
     validation split (not by loss, which does not see a wrong digit).
 
-    Example:
+    Examples:
         >>> cfg = FinetuneConfig(base_model="google/paligemma-3b-pt-448", data="data/pallets",
         ...                      schema="pallet_label", output_dir="out/pallets")
     """

@@ -340,7 +340,7 @@ def finetune(
         GuardError: the first batch or the data would train the wrong thing.
         TrainingError: the run cannot start (no train split, QLoRA without CUDA...).
 
-    Example:
+    Examples:
         >>> # result = finetune(FinetuneConfig(base_model="google/paligemma-3b-pt-448", data="data/pallets",
         >>> #                                  schema="pallet_label", output_dir="out/pallets"))
         >>> # InvoiceExtractor.from_pretrained(result.output_dir).extract("label.jpg")

@@ -7,7 +7,7 @@ versions and the metric's settings) so that two reports can be compared honestly
 
 Built-in metrics register through the ``invoice_vlm.metrics`` entry points, exactly as a third-party one would.
 
-Example:
+Examples:
     >>> from invoice_vlm.metrics import Metric, register_metric
     >>> @register_metric
     ... class ShipmentIdExact(Metric):

@@ -172,7 +172,7 @@ def ted_accuracy(predictions: Sequence[Any], references: Sequence[Any]) -> dict[
     Returns:
         ``{"ted_accuracy": mean, "per_document": [...]}``.
 
-    Example:
+    Examples:
         >>> round(ted_accuracy([{"a": "xy"}], [{"a": "xz"}])["ted_accuracy"], 4)  # 1 - 1 edit / 3 to build the ref
         0.6667
     """
@@ -187,7 +187,7 @@ def field_f1(predictions: Sequence[Any], references: Sequence[Any]) -> dict[str,
         ``{"f1", "precision", "recall", "true_positives", "false_positives", "false_negatives"}``; ``f1`` is the
         number Donut reports.
 
-    Example:
+    Examples:
         >>> field_f1([{"a": "1", "b": "2"}], [{"a": "1", "b": "3"}])["f1"]
         0.5
     """

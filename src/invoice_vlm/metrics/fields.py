@@ -249,7 +249,7 @@ def field_accuracy(
         ``missing``, ``invented``, the values' ``character_error_rate``, and ``errors`` (one dict per field that was not right: document, field,
         kind, expected, got).
 
-    Example:
+    Examples:
         >>> field_accuracy([{"id": "P1", "n": "2"}], [{"id": "P7", "n": "2"}])["per_field"]
         {'id': 0.0, 'n': 1.0}
     """
@@ -310,7 +310,7 @@ def character_error_rate(
     Values are paired as in `field_accuracy` (list items by best assignment), which reports the same number as
     ``character_error_rate``; invented values add their length.
 
-    Example:
+    Examples:
         >>> character_error_rate([{"id": "P1234"}], [{"id": "P1284"}])
         0.2
     """
@@ -321,7 +321,7 @@ def character_error_rate(
 def validity_rates(raw_texts: Sequence[str], schema: str | SchemaSpec) -> dict[str, float]:
     """Share of outputs holding a JSON object, and share that also validate against ``schema``.
 
-    Example:
+    Examples:
         >>> validity_rates(['{"a": 1}', "oops"], "invoice")
         {'json_valid_rate': 0.5, 'schema_valid_rate': 0.0}
     """

@@ -59,7 +59,7 @@ def bleu(
         ``{"bleu", "precisions", "brevity_penalty", "length_ratio", "translation_length", "reference_length"}``;
         precisions are fractions in 0..1, one per n-gram order.
 
-    Example:
+    Examples:
         >>> round(bleu(["the cat sat on the mat"], ["the cat sat on the mat"])["bleu"], 4)
         1.0
     """
@@ -98,7 +98,7 @@ def ter(predictions: Sequence[str], references: Sequence[str] | Sequence[Sequenc
     Returns:
         ``{"score", "num_edits", "ref_length"}``.
 
-    Example:
+    Examples:
         >>> ter(["a b c d"], ["a b x d"])["score"]
         25.0
     """

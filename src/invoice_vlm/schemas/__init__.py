@@ -1,6 +1,6 @@
 """Schemas: a pydantic model plus the prompt a model is trained and queried with, kept in a registry.
 
-Example:
+Examples:
     >>> from pydantic import BaseModel
     >>> from invoice_vlm import register_schema, get_schema
     >>> @register_schema(name="parcel_tag", prompt="extract parcel tag in JSON format")
@@ -109,7 +109,7 @@ class SchemaSpec:
     def with_labels(self, labels: Mapping[str, Sequence[str]]) -> SchemaSpec:
         """A copy whose fields are also labelled by ``labels`` (path -> words), e.g. a plugin's language.
 
-        Example:
+        Examples:
             >>> spec = get_schema("pallet_label").with_labels({"shipment_id": ["Sendungsnummer"]})
             >>> "Sendungsnummer" in spec.tree.leaf("shipment_id").labels
             True
@@ -217,7 +217,7 @@ def register_schema(
 ) -> Any:
     """Register a schema: a `SchemaSpec`, a pydantic model with ``name=`` and ``prompt=``, or as a decorator.
 
-    Example:
+    Examples:
             >>> from pydantic import BaseModel
             >>> class Receipt(BaseModel):
             ...     total: float

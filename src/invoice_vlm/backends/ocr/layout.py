@@ -324,7 +324,7 @@ _ZERO_WORD = re.compile(r"\b[A-Z0]*0[A-Z0]*\b")
 def mend_confusions(text: str, kind: str) -> str:
     """Undo OCR's usual letter/digit confusions where the field's kind says which one was meant.
 
-    Example:
+    Examples:
         >>> mend_confusions("1O,5O", "decimal"), mend_confusions("P2481273O99", "code")
         ('10,50', 'P2481273099')
         >>> mend_confusions("1.430.58", "decimal")
@@ -430,7 +430,7 @@ def _read_fields(
 def plausible(leaf: LeafField, text: str) -> bool:
     """Whether ``text`` can be a value of ``leaf``'s kind: numbers, dates and codes hold a digit, amounts are no rate.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> tax = get_schema("invoice").tree.leaf("tax")
         >>> plausible(tax, "19 %"), plausible(tax, "442,79 €")

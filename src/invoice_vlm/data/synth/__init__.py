@@ -6,7 +6,7 @@ would (`register_synth`). The drawing helpers a template needs live in `invoice_
 effects in `invoice_vlm.data.synth.photo`. Output is the Roboflow/maestro JSONL layout
 (``<split>/annotations.jsonl`` beside the images) that `invoice_vlm.data.load`, fine-tuning and other tools read.
 
-Example:
+Examples:
     >>> # from invoice_vlm.data.synth import write_dataset
     >>> # write_dataset("pallet_label", n=200, out="data/pallets", seed=0, style="mixed")
 """
@@ -72,7 +72,7 @@ synth_kits: Registry[SynthKit] = Registry("synthetic data kit", SYNTH_GROUP, _ch
 def register_synth(schema: str, kit: SynthKit, *, replace: bool = False) -> SynthKit:
     """Make ``kit`` generate documents for the schema registered as ``schema``.
 
-    Example:
+    Examples:
         >>> # register_synth("parcel_tag", SynthKit(sample_parcel, {"plain": draw_parcel}))
         >>> # generate("parcel_tag", seed=1).image
     """
@@ -139,7 +139,7 @@ def write_pdf(
     both pages (one result, merged). Born-digital pages are drawn with fpdf2 in DejaVu Sans; scanned ones are the
     same pages rendered at 150 dpi and saved as images in a PDF.
 
-    Example:
+    Examples:
         >>> # data = write_pdf("invoice.pdf", seed=3)                     # read from its text layer
         >>> # data = write_pdf("scan.pdf", seed=3, text_layer=False)      # read by OCR
     """
