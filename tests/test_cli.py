@@ -55,6 +55,7 @@ def test_extract_with_tiny_model(capsys, tiny_model, tmp_path):
         == {
             "source",
             "valid",
+            "unreadable",
             "data",
             "partial",
             "errors",

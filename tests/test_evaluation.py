@@ -150,5 +150,8 @@ def test_evaluate_cli_with_tiny_model(capsys, tiny_model, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["documents"] == 2 and summary["schema_valid_rate"] == 0.0  # an untrained model
+    # An untrained model reads nothing right; under constraints its output may well be schema-valid (random text of
+    # the right kinds), so validity says nothing here and field accuracy says it all.
+    assert summary["documents"] == 2 and summary["field_accuracy"] < 0.2
+    assert 0.0 <= summary["schema_valid_rate"] <= 1.0
     assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.json", "report.md", "per_field.png"}

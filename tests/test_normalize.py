@@ -336,3 +336,69 @@ def test_two_page_merge_first_header_last_totals(tmp_path):
         labels.extract(path)
     merged = labels.extract_batch([path], progress=False, pages="merge")
     assert len(merged) == 1
+
+
+@pytest.mark.parametrize(
+    ("printed", "kind", "expected"),
+    [
+        # a quantity and an amount that a column gap ran together: refused, never joined
+        ("1 6.00", "decimal", None),
+        ("2 4.50", "decimal", None),
+        ("3 12", "integer", None),
+        ("12 34,50", "decimal", None),
+        ("1 2345", "integer", None),
+        # spaces that group thousands in threes: read
+        ("1 234,50", "decimal", 1234.5),
+        ("12 345 678", "integer", 12345678),
+        ("1\u00a0234.50", "decimal", 1234.5),
+        ("€ 1 234,50", "decimal", 1234.5),
+        ("1 200", "integer", 1200),
+    ],
+)
+def test_space_joined_numbers_are_refused_and_grouped_ones_read(printed, kind, expected):
+    json_type = "integer" if kind == "integer" else "number"
+    found = normalize_value(printed, kind, json_type=json_type)
+    if expected is None:
+        assert found.error is not None and found.value == printed
+    else:
+        assert found.error is None and found.value == expected
+
+
+def test_the_total_is_checked_against_its_parts_and_the_lines_both_ways():
+    spec = get_schema("invoice")
+    lines = [{"description": "a", "amount": 1000.0}, {"description": "b", "amount": 234.5}]
+    base = {"invoice_number": "1", "invoice_date": "2024-01-02", "line_items": lines, "currency": "EUR"}
+    # Lines that add up to 1,234.50 and a total of 1,999.00, with nothing beside it: a field error on the total.
+    wrong = parse_output(json.dumps({**base, "total": "1,999.00"}), spec)
+    assert not wrong.valid and set(wrong.field_errors) == {"total"}
+    assert "1234.5" in wrong.field_errors["total"] and "tax" in wrong.field_errors["total"]
+    # The same lines with a total a tax explains, subtotal + tax exact, or the lines alone: valid.
+    assert parse_output(json.dumps({**base, "total": 1234.5}), spec).valid
+    assert parse_output(json.dumps({**base, "subtotal": 1234.5, "tax": 259.25, "total": 1493.75}), spec).valid
+    assert parse_output(json.dumps({**base, "tax": 259.25, "total": 1493.75}), spec).valid  # lines + tax
+    assert parse_output(json.dumps({**base, "total": 1493.75}), spec).valid  # an unread tax can explain it
+    # Subtotal + tax printed and not adding up: the total is flagged, nothing is fixed.
+    off = parse_output(json.dumps({**base, "subtotal": 1234.5, "tax": 259.25, "total": 1439.75}), spec)
+    assert off.field_errors == {"total": "is 1439.75 but subtotal 1234.5 + tax 259.25 add up to 1493.75"}
+    assert off.partial["total"] == 1439.75
+
+
+def test_a_user_schema_declares_what_adds_to_its_total():
+    from pydantic import BaseModel
+
+    from invoice_vlm import SchemaSpec
+    from invoice_vlm.schemas.fields import field_info
+
+    class Order(BaseModel):
+        net: float = Field(json_schema_extra=field_info(adds_to="grand_total"))
+        shipping: float | None = Field(default=None, json_schema_extra=field_info(adds_to="grand_total"))
+        discount: float | None = Field(
+            default=None, json_schema_extra=field_info(adds_to="grand_total", subtracts=True)
+        )
+        grand_total: float
+
+    spec = SchemaSpec(name="order", model=Order, prompt="extract order")
+    assert check_sums({"net": 100, "shipping": 5, "discount": 10, "grand_total": 95}, spec) == {}
+    assert check_sums({"net": 100, "shipping": 5, "discount": 10, "grand_total": 105}, spec) == {
+        "grand_total": "is 105 but net 100 + shipping 5 - discount 10 add up to 95"
+    }

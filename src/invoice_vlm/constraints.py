@@ -13,13 +13,15 @@ token a model emits (bar the end-of-sequence token) is at least one byte, so a c
 within ``max_new_tokens`` when ``max_new_tokens >= output_bound(...)``; a shorter budget can still cut off a model
 that drifts, and that is reported as a cut-off (never completed by guessing).
 
-Example:
+Examples:
     >>> from invoice_vlm import get_schema
     >>> properties = generation_schema(get_schema("invoice")).get("properties")
     >>> print(*list(properties)[:3])
     invoice_number invoice_date due_date
-    >>> print(properties.get("invoice_date").get("pattern"))
-    ^\d{4}-\d{2}-\d{2}$
+    >>> import re
+    >>> iso = properties.get("invoice_date").get("pattern")  # the date forms its declared pattern keeps: ISO
+    >>> [bool(re.fullmatch(iso, d)) for d in ("2024-02-29", "2023-02-29", "2024-13-01", "29/02/2024")]
+    [True, False, False, False]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.errors import ConfigError
+from invoice_vlm.schemas.fields import LeafField, build_tree, kind_pattern, pattern_width
 
 if TYPE_CHECKING:
     from invoice_vlm.schemas import SchemaSpec
@@ -58,9 +61,32 @@ NUMBER_LIMIT = 10**12
 SEPARATORS = (", ", ": ")
 """Item and key separators, as ``json.dumps`` (and so `SchemaSpec.dumps`) writes them."""
 FRACTION_DIGITS = 6  # what xgrammar allows after the point in a bounded number
-STRING_CHARS = (  # any character JSON allows raw inside a string, except quote and backslash, and no surrogate
-    '[^\\x00-\\x1f"\\\\\\uD800-\\uDFFF]'  # (byte tokens can spell one; it decodes to three U+FFFD, over the length)
+STRING_CHARS = (  # any character JSON allows raw in a string, but quote and backslash, as positive ranges:
+    # a negated class let byte-fallback tokens spell bytes that are no UTF-8 character at all
+    # (lone continuation bytes), each decoded as U+FFFD, so a string never closed within the output bound; and no
+    # surrogate (byte tokens can spell one; it decodes to three U+FFFD, over the length).
+    "[ !#-\\[\\]-~\\u007f-\\ud7ff\\ue000-\\uffff\U00010000-\U0010ffff]"  # the astral planes as the characters themselves
 )
+
+
+EDGE_CHARS = (  # the same, and no white space (what Python's \s matches): a value's first and last character
+    "[!#-\\[\\]-~\\u007f-\\u0084\\u0086-\\u009f\\u00a1-\\u167f\\u1681-\\u1fff\\u200b-\\u2027\\u202a-\\u202e"
+    "\\u2030-\\u205e\\u2060-\\u2fff\\u3001-\\ud7ff\\ue000-\\uffff\U00010000-\U0010ffff]"
+)
+
+
+def _text_pattern(low: int, high: int) -> str:
+    """Text of ``low`` to ``high`` characters that normalisation keeps as it is.
+
+    At least one character, and no white space at either end: normalisation collapses white space, and text of
+    spaces alone is no value.
+    """
+    high = max(high, 1)
+    if high == 1:
+        return f"^{EDGE_CHARS}$"
+    inner_low, inner_high = max(low - 2, 0), high - 2
+    middle = f"{STRING_CHARS}{{{inner_low},{inner_high}}}{EDGE_CHARS}"
+    return f"^{EDGE_CHARS}({middle}){'?' if low <= 1 else ''}$"
 
 
 def grammar_available() -> bool:
@@ -102,14 +128,8 @@ def _resolve(node: Any, defs: dict[str, Any], where: str, seen: tuple[str, ...] 
 
 
 def _pattern_width(pattern: str, where: str) -> int:
-    import importlib
-
-    sre_parse = importlib.import_module(
-        "re._parser"
-    )  # the stdlib's regex parser: the widest match of a pattern
-
     try:
-        _, widest = sre_parse.parse(pattern).getwidth()
+        widest = pattern_width(pattern)
     except re.error as exc:
         raise _Unbounded(f"{where}: pattern {pattern!r} does not compile ({exc})") from None
     if widest >= 1 << 16:
@@ -117,7 +137,7 @@ def _pattern_width(pattern: str, where: str) -> int:
             f"{where}: pattern {pattern!r} matches strings of any length; give it a bounded quantifier such as "
             "{1,40}"
         )
-    return int(widest)
+    return widest
 
 
 _KEYWORDS = frozenset(
@@ -137,14 +157,20 @@ def _keywords(node: Any) -> Any:
     return {k: (v if k == "properties" else _keywords(v)) for k, v in node.items() if k in _KEYWORDS}
 
 
-def _bound(node: Any, where: str) -> Any:
-    """The node with every string, list and number bounded (a new dict)."""
+def _bound(node: Any, where: str, leaves: dict[str, LeafField]) -> Any:
+    """The node with every string, list and number bounded (a new dict); strings of a field kind get its forms."""
     if not isinstance(node, dict):
         return node
     out = dict(node)
+    leaf = leaves.get(where.replace("[]", ""))
+    if leaf is not None and "anyOf" in out:
+        # Decimal: pydantic reads a number or a numeric string and writes a string; the grammar writes what the
+        # field tree says the value is written as.
+        kept = [b for b in out["anyOf"] if b.get("type") in (leaf.json_type, "null") or "type" not in b]
+        out["anyOf"] = kept or out["anyOf"]
     for key in ("anyOf", "oneOf"):
         if key in out:
-            out[key] = [_bound(n, f"{where}") for n in out[key]]
+            out[key] = [_bound(n, f"{where}", leaves) for n in out[key]]
     if "allOf" in out:
         raise _Unbounded(f"{where}: allOf is not supported by constrained decoding")
     kind = out.get("type")
@@ -153,12 +179,19 @@ def _bound(node: Any, where: str) -> Any:
     if kind is None and not ({"anyOf", "oneOf", "enum", "const"} & set(out)):
         raise _Unbounded(f"{where}: the field has no type (Any), so nothing bounds what may be written")
     if kind == "string" and "enum" not in out and "const" not in out:
+        try:
+            forms = kind_pattern(leaf) if leaf is not None else None
+        except ValueError as exc:
+            raise _Unbounded(str(exc)) from None
+        if forms is not None:
+            out.pop("minLength", None), out.pop("maxLength", None)
+            out["pattern"] = forms  # exactly what normalisation reads for the field's kind
         if "pattern" in out:
             _pattern_width(str(out["pattern"]), where)
         else:
             low = int(out.pop("minLength", 0))
             high = int(out.pop("maxLength", DEFAULT_MAX_LENGTH))
-            out["pattern"] = f"^{STRING_CHARS}{{{low},{high}}}$"
+            out["pattern"] = _text_pattern(low, high)
         out.pop("format", None)  # a format would replace the pattern in the grammar
     elif kind in ("number", "integer"):
         if "minimum" not in out and "exclusiveMinimum" not in out:
@@ -169,10 +202,12 @@ def _bound(node: Any, where: str) -> Any:
         out.setdefault("maxItems", DEFAULT_MAX_ITEMS)
         if "prefixItems" in out:
             raise _Unbounded(f"{where}: tuples (prefixItems) are not supported by constrained decoding")
-        out["items"] = _bound(out.get("items", {}), f"{where}[]")
+        out["items"] = _bound(out.get("items", {}), f"{where}[]", leaves)
     elif kind == "object":
         properties = out.get("properties") or {}
-        out["properties"] = {k: _bound(v, f"{where}.{k}" if where else k) for k, v in properties.items()}
+        out["properties"] = {
+            k: _bound(v, f"{where}.{k}" if where else k, leaves) for k, v in properties.items()
+        }
         out["additionalProperties"] = False
     return out
 
@@ -181,9 +216,10 @@ def _bound(node: Any, where: str) -> Any:
 def _cached(model: type, text: str) -> str:
     raw = json.loads(text)
     name = getattr(model, "__name__", "schema")
+    leaves = {leaf.path: leaf for leaf in build_tree(model).leaves}
     try:
         resolved = _resolve(raw, raw.get("$defs", {}), "")
-        bounded = _bound(resolved, "")
+        bounded = _bound(resolved, "", leaves)
     except _Unbounded as exc:
         raise ConfigError(
             f"schema model {name} cannot be decoded under constraints: {exc}; bound the field (max_length=..., "
@@ -218,7 +254,7 @@ def _number_width(node: dict[str, Any]) -> int:
 def output_bound(node: dict[str, Any]) -> int:
     """The most UTF-8 bytes a value conforming to the bounded schema ``node`` can take, written with `SEPARATORS`.
 
-    Example:
+    Examples:
         >>> output_bound({"type": "object", "properties": {"a": {"type": "string", "pattern": "^[A-Z]{3}$"}}})
         23
     """
@@ -259,7 +295,7 @@ def target_mismatch(text: str, spec: SchemaSpec) -> str | None:
     in schema order, ``json.dumps`` spacing) fit; indented JSON, another key order, exponents or values past a
     bound do not, and fine-tuning then saves ``constrained: false``.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> spec = get_schema("invoice")
         >>> target_mismatch('{"invoice_number": "7", "invoice_date": "2024-01-31", "total": 3.5}', spec) is None

@@ -16,7 +16,7 @@ and Italian), price-parser for amounts, babel's CLDR data for currency symbols a
 A value that cannot be read is left as printed; a date, amount or currency field then gets a field error saying
 what was printed, so nothing is silently dropped or guessed.
 
-Example:
+Examples:
     >>> normalize_value("05 Juillet 2015", "date").value
     '2015-07-05'
     >>> normalize_value("€ 4.904,94", "decimal", json_type="number").value
@@ -59,6 +59,8 @@ _WS = re.compile(r"\s+")
 _ISO = re.compile(r"^\s*(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})\s*$")
 _NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})\s*[-/.]\s*(\d{1,2})\s*[-/.]\s*(\d{2}|\d{4})\s*\.?\s*$")
 _AMOUNT_CHARS = re.compile(r"[\d.,'\u2019 \u00a0\u202f]+")
+_SPACED = re.compile(r"\d[ \u00a0\u202f]+\d")
+_SPACE_GROUPED = re.compile(r"^\d{1,3}([ \u00a0\u202f]\d{3})+([.,]\d+)?$")  # 1 234 567,50: groups of three
 _TRUE = {"true", "yes", "y", "x", "ja", "oui", "si", "sí", "1", "✓", "✔"}
 _FALSE = {"false", "no", "n", "nein", "non", "nee", "0", ""}
 
@@ -136,7 +138,7 @@ def _currency_table() -> tuple[frozenset[str], dict[str, str]]:
 def normalize_currency(text: str) -> str | None:
     """An ISO 4217 code for a printed code, symbol or name (``"€"``, ``"eur"``, ``"US$"``, ``"Euro"``), or ``None``.
 
-    Example:
+    Examples:
         >>> " ".join(normalize_currency(t) or "?" for t in ("€", "$", "₹", "EUR", "£", "zł", "CHF", "euros", "¥", "R$"))
         'EUR USD INR EUR GBP PLN CHF EUR JPY BRL'
     """
@@ -157,13 +159,16 @@ def normalize_amount(text: str) -> tuple[Decimal | None, str | None]:
 
     Either decimal separator and any thousands grouping (``1,012.50``, ``4.904,94``, ``1 234,56``, ``1'234.50``,
     ``12,34,567.00``) are read; a leading minus or parentheses make it negative. Text that is more than an amount
-    with a currency (``AMOUNT DUE ON August 3, 2014``) is not an amount.
+    with a currency (``AMOUNT DUE ON August 3, 2014``) is not an amount, and neither are numbers a space runs
+    together other than in groups of three digits (``1 6.00``, a quantity beside an amount, is not ``16.00``).
 
-    Example:
+    Examples:
         >>> normalize_amount("€ 4.904,94")
         (Decimal('4904.94'), 'EUR')
         >>> normalize_amount("(12,50)")
         (Decimal('-12.50'), None)
+        >>> normalize_amount("1 6.00"), normalize_amount("1 234,50")
+        ((None, None), (Decimal('1234.50'), None))
     """
     from price_parser import Price
 
@@ -178,6 +183,8 @@ def normalize_amount(text: str) -> tuple[Decimal | None, str | None]:
     if price.currency:
         rest = rest.replace(price.currency, " ", 1)
     match = max(_AMOUNT_CHARS.finditer(rest), key=lambda m: sum(c.isdigit() for c in m.group()), default=None)
+    if match and _SPACED.search(match.group()) and not _SPACE_GROUPED.match(match.group().strip()):
+        return None, None  # "1 6.00" is a quantity and an amount run together, not 16.00
     leftover = (rest[: match.start()] + " " + rest[match.end() :]) if match else rest
     letters = re.sub(r"[\s\-+()*:=€$£¥₹%]", "", leftover)
     if len(letters) > 3:  # more than a currency code or a unit: not an amount
@@ -203,7 +210,7 @@ def _numeric_date(text: str) -> tuple[int, int, int] | None:
 def date_order_of(text: str) -> DateOrder | None:
     """The order a numeric date's own digits fix (a part above 12), else ``None``.
 
-    Example:
+    Examples:
         >>> date_order_of("28/11/2022"), date_order_of("11/28/2022"), date_order_of("03/04/2024")
         ('DMY', 'MDY', None)
     """
@@ -228,7 +235,7 @@ def normalize_date(text: str, order: DateOrder | None = None) -> datetime.date |
             Spanish or Italian.
         order: how to read an ambiguous numeric date (see the module docstring); day-first when ``None``.
 
-    Example:
+    Examples:
         >>> " ".join(str(normalize_date(t)) for t in ("August 3, 2014", "20-10-2015", "3. März 2024", "12 januari 2023"))
         '2014-08-03 2015-10-20 2024-03-03 2023-01-12'
         >>> str(normalize_date("03/04/2024", "MDY"))
@@ -286,7 +293,7 @@ def normalize_value(
     A value that is already canonical comes back unchanged; a printed one comes back canonical with ``printed``
     set; one that cannot be read comes back as printed with ``error`` set.
 
-    Example:
+    Examples:
         >>> normalize_value("1.200", "integer", json_type="integer").value
         1200
         >>> normalize_value("20-10-2015", "date")
@@ -342,9 +349,9 @@ def normalize_value(
     if kind == "boolean":
         low = text.lower()
         if low in _TRUE:
-            return done(True)
+            return done(True if json_type == "boolean" else "true")  # a str field keeps a string
         if low in _FALSE:
-            return done(False)
+            return done(False if json_type == "boolean" else "false")
         return Normalized(value, printed, f"{value!r} is not yes or no")
     return done(text)
 
@@ -391,13 +398,20 @@ def _amount_currencies(entries: list[tuple[LeafField, dict[str, Any], str]]) -> 
     return found
 
 
+def _record(result: NormalizedDocument, shown: str, found: Normalized) -> None:
+    if found.printed is not None:
+        result.printed[shown] = found.printed
+    if found.error is not None:
+        result.field_errors[shown] = found.error
+
+
 def normalize_document(data: dict[str, Any], spec: SchemaSpec) -> NormalizedDocument:
     """Normalise every leaf of a parsed document for ``spec``; the input is not changed.
 
     Currency fields left empty are filled from the currency printed beside the document's amounts, when all of
     them agree (``€ 717,97`` means EUR); the printed text of that inference is the amount it came from.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> doc = normalize_document({"invoice_number": "A-1", "invoice_date": "3. März 2024", "total": "€ 1.234,50"},
         ...                          get_schema("invoice"))
@@ -424,12 +438,21 @@ def normalize_document(data: dict[str, Any], spec: SchemaSpec) -> NormalizedDocu
     if order is None and currency == "USD":
         order = "MDY"  # a US document: its ambiguous dates are month-first
     for leaf, holder, shown in entries:
-        found = normalize_value(holder[leaf.key], leaf.kind, json_type=leaf.json_type, date_order=order)
+        value = holder[leaf.key]
+        if leaf.many:  # a list of values: each item normalised for the field's kind
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                result.field_errors[shown] = f"expected a list of {leaf.kind} values, got {value!r}"
+                continue
+            for index, item in enumerate(value):
+                found = normalize_value(item, leaf.kind, json_type=leaf.json_type, date_order=order)
+                value[index] = found.value
+                _record(result, f"{shown}[{index}]", found)
+            continue
+        found = normalize_value(value, leaf.kind, json_type=leaf.json_type, date_order=order)
         holder[leaf.key] = found.value
-        if found.printed is not None:
-            result.printed[shown] = found.printed
-        if found.error is not None:
-            result.field_errors[shown] = found.error
+        _record(result, shown, found)
     if len(signs) == 1:
         for leaf in spec.tree.fields:
             if leaf.kind == "currency" and out.get(leaf.key) in (None, ""):

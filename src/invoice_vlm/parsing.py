@@ -237,45 +237,134 @@ def _validation_errors(exc: ValidationError) -> dict[str, str]:
 
 
 def check_sums(data: dict[str, Any], spec: SchemaSpec) -> dict[str, str]:
-    """Totals that disagree with the sum of their list column (``total_cases`` vs the products' cases).
+    """Totals that disagree with what adds up to them; a mismatch is reported, never fixed.
 
-    Only checked when the total and every item's value are numbers; a mismatch is reported, never fixed, because
-    either side may be the misread one.
+    Two rules, both declared in the field tree (`invoice_vlm.schemas.fields.field_info`), so a user's schema gets
+    them too:
 
-    Example:
+    - ``sum_of``: a total equals the sum of a list column (``total_cases`` = the products' cases, ``subtotal`` = the
+      line amounts);
+    - ``adds_to``: a total equals the sum of the amounts that add to it (``total`` = ``subtotal`` + ``tax`` +
+      shipping, minus a discount). When the first of them that sums a list column (the subtotal) is absent, the
+      list column stands in for it: an invoice whose lines add up to 1,234.50 cannot print a total of 1,999.00 with
+      no tax or other amount beside it.
+
+    Only checked when every value involved is a number; either side may be the misread one, so nothing is changed.
+
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> doc = {"products": [{"cases": "10"}, {"cases": "5"}], "total_cases": "16"}
         >>> check_sums(doc, get_schema("pallet_label"))
         {'total_cases': 'is 16 but the products add up to 15 (cases: 10 + 5)'}
+        >>> check_sums({"subtotal": 100, "tax": 21, "total": 120}, get_schema("invoice"))
+        {'total': 'is 120 but subtotal 100 + tax 21 add up to 121'}
     """
+    errors: dict[str, str] = {}
+    _check_node(spec.tree, data, "", errors)
+    return errors
+
+
+def _number(value: Any) -> Decimal | None:
     from invoice_vlm.normalize import normalize_amount
 
-    def number(value: Any) -> Decimal | None:
-        if isinstance(value, bool) or value is None:
-            return None
-        if isinstance(value, (int, float)):
-            return Decimal(str(value))
-        return normalize_amount(value)[0] if isinstance(value, str) else None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    return normalize_amount(value)[0] if isinstance(value, str) else None
 
-    errors: dict[str, str] = {}
-    for leaf in spec.tree.fields:
-        if not leaf.sum_of or leaf.key not in data:
+
+def _column_sum(data: dict[str, Any], sum_of: str) -> tuple[Decimal, str] | None:
+    """The sum of a list column of ``data`` and how it was added, or ``None`` when a value is not a number."""
+    table, column = sum_of.rsplit(".", 1)
+    items = data.get(table.rsplit(".", 1)[-1])
+    if not isinstance(items, list) or not items:
+        return None
+    parts = [_number(item.get(column)) if isinstance(item, dict) else None for item in items]
+    if any(p is None for p in parts):
+        return None
+    shown = " + ".join(str(item.get(column)) for item in items)
+    return sum((p for p in parts if p is not None), Decimal(0)), f"{column}: {shown}"
+
+
+UNREAD_SHARE = Decimal("0.30")
+"""How much more than its read parts a total may be when some parts (a tax) were not read: no tax rate is higher."""
+
+
+def _parts_mismatch(data: dict[str, Any], leaf: Any, parts: list[Any], total: Decimal) -> str | None:
+    """Why ``total`` cannot be the sum of its parts (``adds_to``), or ``None`` when it can or nothing can be said."""
+    terms: list[tuple[str, Decimal]] = []
+    unread: list[Any] = []
+    for part in parts:
+        value = _number(data.get(part.key))
+        if value is None and data.get(part.key) is not None:
+            return None  # a part that is not a number: nothing to check
+        if value is None and part.sum_of and not terms:
+            column = _column_sum(data, part.sum_of)  # the lines stand in for a missing subtotal
+            if column is not None:
+                terms.append((f"the {part.sum_of.rsplit('.', 1)[0]} ({column[1]})", column[0]))
+                continue
+        if value is None:
+            unread.append(part)
             continue
-        table, column = leaf.sum_of.rsplit(".", 1)
-        items = data.get(table)
-        total = number(data[leaf.key])
-        if total is None or not isinstance(items, list) or not items:
+        terms.append((part.key, part.sign * value))
+    if not terms or (not any(p.sum_of for p in parts) and len(terms) < 2):
+        return None  # no base to add to: a tax alone says nothing of the total
+    added = sum((v for _, v in terms), Decimal(0))
+    said = "".join(
+        ("" if i == 0 else " - " if value < 0 else " + ") + f"{name} {_plain(abs(value) if i else value)}"
+        for i, (name, value) in enumerate(terms)
+    )
+    if not unread:
+        if abs(added - total) <= Decimal("0.005"):
+            return None
+        verb = "add" if len(terms) > 1 else "adds"
+        return f"is {_plain(total)} but {said} {verb} up to {_plain(added)}"
+    # Some parts were not read (a tax): the total may exceed what was read, by no more than a tax could add.
+    low = added if all(p.sign > 0 for p in unread) else None
+    high = added * (1 + UNREAD_SHARE) if all(p.sign > 0 for p in unread) and added >= 0 else None
+    if (low is not None and total < low - Decimal("0.005")) or (
+        high is not None and total > high + Decimal("0.005")
+    ):
+        missing = " or ".join(p.key for p in unread)
+        return (
+            f"is {_plain(total)} but {said} {'add' if len(terms) > 1 else 'adds'} up to {_plain(added)}, and no "
+            f"{missing} printed beside it explains the difference"
+        )
+    return None
+
+
+def _check_node(node: Any, data: dict[str, Any], shown: str, errors: dict[str, str]) -> None:
+    for leaf in node.fields:
+        if leaf.many or leaf.key not in data:
             continue
-        parts = [number(item.get(column)) if isinstance(item, dict) else None for item in items]
-        if any(p is None for p in parts):
+        total = _number(data[leaf.key])
+        if total is None:
             continue
-        added = sum((p for p in parts if p is not None), Decimal(0))
-        if abs(added - total) > Decimal("0.005"):
-            shown = " + ".join(str(item.get(column)) for item in items)
-            errors[leaf.key] = (
-                f"is {data[leaf.key]} but the {table} add up to {_plain(added)} ({column}: {shown})"
-            )
-    return errors
+        path = f"{shown}{leaf.key}"
+        parts = [f for f in node.fields if f.adds_to == leaf.key and not f.many]
+        if parts:
+            message = _parts_mismatch(data, leaf, parts, total)
+            if message:
+                errors[path] = message
+                continue
+        if leaf.sum_of:
+            column = _column_sum(data, leaf.sum_of)
+            if column is not None and abs(column[0] - total) > Decimal("0.005"):
+                table = leaf.sum_of.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+                errors[path] = (
+                    f"is {data[leaf.key]} but the {table} add up to {_plain(column[0])} ({column[1]})"
+                )
+    for section in node.sections:
+        sub = data.get(section.key)
+        if isinstance(sub, dict):
+            _check_node(section, sub, f"{shown}{section.key}.", errors)
+    for table in node.tables:
+        items = data.get(table.key)
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                if isinstance(item, dict):
+                    _check_node(table, item, f"{shown}{table.key}[{i}].", errors)
 
 
 def _plain(number: Decimal) -> str:
@@ -344,7 +433,7 @@ def merge_pages(
         pages: per page, the parsed object and its per-field confidence.
         schema: whose field tree says which fields are totals and which are lists.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> p1 = {"invoice_number": "7", "line_items": [{"description": "a", "amount": 1}], "total": None}
         >>> p2 = {"invoice_number": "7", "line_items": [{"description": "b", "amount": 2}], "total": 3}
@@ -402,7 +491,7 @@ def parse_output(
         char_confidence: one score in ``[0, 1]`` per character of ``text``; a field's confidence is the lowest
             score among its value's characters.
 
-    Example:
+    Examples:
         >>> from invoice_vlm import get_schema
         >>> result = parse_output('{"invoice_number": "F-7", "invoice_date": "05 Juillet 2015"}', get_schema("invoice"))
         >>> result.valid, result.field_errors, result.partial["invoice_date"]
@@ -411,7 +500,7 @@ def parse_output(
     try:
         value, confidence = read_output(text, char_confidence)
     except ValueError as exc:
-        return Extraction.failed(str(exc), source=source, raw_text=text)
+        return Extraction.from_error(str(exc), source=source, raw_text=text, unreadable=False)
     return finish_document(value, schema, raw_text=text, source=source, confidence=confidence)
 
 

@@ -84,6 +84,9 @@ def _sample_document(spec: SchemaSpec, rng: random.Random) -> dict[str, Any]:
             continue
         for part in parts[:-1]:
             target = target.setdefault(part, {})
+        if leaf.many:  # a list of values
+            target[parts[-1]] = [_sample_value(leaf, rng) for _ in range(rng.randint(0, 3))]
+            continue
         target[parts[-1]] = _sample_value(leaf, rng)
     return doc
 

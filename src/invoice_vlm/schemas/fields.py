@@ -19,7 +19,7 @@ kind        canonical form                               printed forms it accept
 ``boolean`` ``true``/``false``                           ``yes`` ``no`` ``ja`` ``oui`` ``x``
 =========== ============================================ ======================================================
 
-Example:
+Examples:
     >>> from pydantic import BaseModel, Field
     >>> class Receipt(BaseModel):
     ...     number: str = Field(json_schema_extra=field_info("Receipt No.", "Bon", kind="code"))
@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,13 +45,18 @@ from pydantic.config import JsonDict
 __all__ = [
     "FIELD_KINDS",
     "FOOTER_LABELS",
+    "KIND_FORMS",
     "FieldKind",
     "JsonType",
     "LeafField",
     "ObjectNode",
+    "PrintedForm",
     "build_tree",
+    "currency_codes",
     "field_info",
     "field_labels",
+    "kind_pattern",
+    "pattern_width",
     "unwrap_optional",
 ]
 
@@ -77,6 +83,175 @@ FOOTER_LABELS: tuple[str, ...] = (
 """Words that start a table's footer row, in the languages the built-in schemas read. A table may add its own."""
 
 
+# --- printed forms: what a value of each kind may look like in a string field --------------------------------------
+
+REPEAT = "@"
+"""Stands for the largest repeat count that keeps a form within a field's ``max_length`` (see `PrintedForm.regex`)."""
+_MAX_REPEAT = {"digits": 15, "groups": 4}
+
+_YEAR = r"[12][0-9]{3}"
+_LEAP_YEAR = r"([12][0-9](0[48]|[2468][048]|[13579][26])|(1[26]|2[048])00)"
+_ISO = (
+    rf"({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+    rf"|{_LEAP_YEAR}-02-29)"
+)
+_SEP = r"[./-]"
+_DAY_FIRST = (
+    rf"(((0?[1-9]|[12][0-9]|3[01]){_SEP}(0?[13578]|1[02])|(0?[1-9]|[12][0-9]|30){_SEP}(0?[469]|11)"
+    rf"|(0?[1-9]|1[0-9]|2[0-8]){_SEP}0?2){_SEP}{_YEAR}|29{_SEP}0?2{_SEP}{_LEAP_YEAR})"
+)
+_FRACTION = r"[0-9]{1,6}"
+_SYMBOLS = "(€|\\$|£|¥|₹)"
+_CODES = "(EUR|USD|GBP|CHF|JPY|INR)"
+
+
+@dataclass(frozen=True)
+class PrintedForm:
+    """One way a value of a kind is printed, as a bounded regular expression with examples.
+
+    The kind table (`KIND_FORMS`) is the one place that says what a string field of a kind may hold: constrained
+    decoding allows exactly its forms (`kind_pattern`), normalisation reads every one of them, and the tests check
+    both directions on every example and on strings sampled from each pattern.
+
+    Attributes:
+        name: what the form is (``"grouped with commas"``).
+        pattern: the form's regular expression, unanchored; `REPEAT` (``@``) in a quantifier stands for the largest
+            count that fits the field's length bound.
+        examples: printed values of this form.
+        repeat: what `REPEAT` counts (``"digits"`` up to 15, ``"groups"`` of three digits up to 4).
+    """
+
+    name: str
+    pattern: str
+    examples: tuple[str, ...]
+    repeat: str = "digits"
+
+    def regex(self, max_length: int | None = None) -> str | None:
+        r"""The pattern with `REPEAT` filled in so that no match is longer than ``max_length``; ``None`` if none fits.
+
+        Examples:
+            >>> print(KIND_FORMS["integer"][0].regex(4))
+            -?[0-9]{1,3}
+        """
+        if REPEAT not in self.pattern:
+            fits = max_length is None or pattern_width(self.pattern) <= max_length
+            return self.pattern if fits else None
+        for count in range(_MAX_REPEAT[self.repeat], 0, -1):
+            pattern = self.pattern.replace(REPEAT, str(count))
+            if max_length is None or pattern_width(pattern) <= max_length:
+                return pattern
+        return None
+
+
+def _amounts(prefix: str, fraction: bool) -> tuple[PrintedForm, ...]:
+
+    def tail(sep: str) -> str:
+        return rf"({sep}{_FRACTION})?" if fraction else ""
+
+    return (
+        PrintedForm(f"{prefix}digits", rf"-?[0-9]{{1,{REPEAT}}}" + tail("[.,]"), ("0", "60", "-3", "1200", "12.5", "4,50") if fraction else ("0", "60", "-3", "1200")),
+        PrintedForm(f"{prefix}grouped with commas", rf"-?[0-9]{{1,3}}(,[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1,200", "12,345,678") + (("1,012.50",) if fraction else ()), "groups"),
+        PrintedForm(f"{prefix}grouped with points", rf"-?[0-9]{{1,3}}(\.[0-9]{{3}}){{1,{REPEAT}}}" + tail(","), ("1.200",) + (("4.904,94",) if fraction else ()), "groups"),
+        PrintedForm(f"{prefix}grouped with spaces", rf"-?[0-9]{{1,3}}( [0-9]{{3}}){{1,{REPEAT}}}" + tail("[.,]"), ("1 200",) + (("1 234,50",) if fraction else ()), "groups"),
+        PrintedForm(f"{prefix}grouped with apostrophes", rf"-?[0-9]{{1,3}}('[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1'200",) + (("1'234.50",) if fraction else ()), "groups"),
+    )  # fmt: skip
+
+
+def _with_currency(form: PrintedForm) -> tuple[PrintedForm, ...]:
+    return (
+        PrintedForm(f"{form.name}, symbol before", f"{_SYMBOLS} ?{form.pattern}", tuple(f"€ {e}" for e in form.examples[:1]), form.repeat),
+        PrintedForm(f"{form.name}, symbol after", f"{form.pattern} ?{_SYMBOLS}", tuple(f"{e} €" for e in form.examples[:1]), form.repeat),
+        PrintedForm(f"{form.name}, code before", f"{_CODES} {form.pattern}", tuple(f"EUR {e}" for e in form.examples[:1]), form.repeat),
+        PrintedForm(f"{form.name}, code after", f"{form.pattern} {_CODES}", tuple(f"{e} CHF" for e in form.examples[:1]), form.repeat),
+    )  # fmt: skip
+
+
+_DECIMALS = _amounts("", fraction=True)
+
+KIND_FORMS: dict[str, tuple[PrintedForm, ...]] = {
+    "integer": _amounts("", fraction=False),
+    "decimal": (*_DECIMALS, *(f for form in _DECIMALS for f in _with_currency(form))),
+    "date": (
+        PrintedForm("ISO yyyy-mm-dd", _ISO, ("2024-03-04", "2024-02-29", "1999-12-31")),
+        PrintedForm("day first, numeric", _DAY_FIRST, ("04/03/2024", "4.3.2024", "31-12-2023", "29/02/2024")),
+    ),
+    "currency": (
+        PrintedForm("ISO 4217 code", "CODES", ("EUR", "USD", "INR")),
+        PrintedForm("symbol", "(€|\\$|£|¥|₹)", ("€", "$", "£", "¥", "₹")),
+    ),
+    "boolean": (PrintedForm("words", "(true|false|yes|no)", ("true", "false", "yes", "no")),),
+}
+"""Kind -> the printed forms a string field of that kind may hold (text and code: anything; see `kind_pattern`).
+
+The currency form ``CODES`` stands for every ISO 4217 code babel knows (`currency_codes`)."""
+
+
+@functools.lru_cache(maxsize=1)
+def currency_codes() -> tuple[str, ...]:
+    """Every ISO 4217 code the currency form allows and normalisation reads (babel's list), sorted."""
+    from babel.numbers import list_currencies
+
+    return tuple(sorted(code for code in list_currencies() if len(code) == 3 and code.isalpha()))
+
+
+def pattern_width(pattern: str) -> int:
+    r"""The most characters a match of ``pattern`` can have (a very large number when unbounded).
+
+    Examples:
+        >>> pattern_width(r"-?\d{1,3}(,\d{3}){1,2}")
+        12
+    """
+    import importlib
+
+    sre_parse = importlib.import_module("re._parser")  # the stdlib's regex parser (Python 3.11+)
+    return int(sre_parse.parse(pattern).getwidth()[1])
+
+
+def kind_pattern(leaf: LeafField) -> str | None:
+    r"""The anchored regular expression a string value of ``leaf`` may match, from its kind's forms.
+
+    ``None`` for text and code fields without a declared pattern (anything within the length bound).
+
+    A declared ``pattern`` keeps the forms whose every example it accepts (``^\d{4}-\d{2}-\d{2}$`` keeps ISO
+    dates only: the field stores canonical values); a ``max_length`` keeps each form within it. Code and text
+    fields with a declared pattern keep it as it is.
+
+    Raises:
+        ValueError: the declared pattern or length bound leaves no form of the field's kind; the message names it.
+
+    Examples:
+        >>> leaf = LeafField(path="total_cases", kind="integer", labels=(), max_length=12)
+        >>> print(kind_pattern(leaf))
+        ^(-?[0-9]{1,11}|-?[0-9]{1,3}(,[0-9]{3}){1,2}|-?[0-9]{1,3}(\.[0-9]{3}){1,2}|-?[0-9]{1,3}( [0-9]{3}){1,2}|-?[0-9]{1,3}('[0-9]{3}){1,2})$
+    """
+    if leaf.json_type != "string" or leaf.choices:
+        return None
+    forms = KIND_FORMS.get(leaf.kind)
+    if not forms:
+        return f"^{leaf.pattern.removeprefix('^').removesuffix('$')}$" if leaf.pattern else None
+    declared = re.compile(leaf.pattern) if leaf.pattern else None
+    kept: list[str] = []
+    for form in forms:
+        if declared is not None and not all(declared.search(e) for e in form.examples):
+            continue
+        regex = form.regex(leaf.max_length)
+        if regex is None:
+            continue
+        if regex == "CODES":
+            codes = [c for c in currency_codes() if declared is None or declared.search(c)]
+            if leaf.max_length is not None and leaf.max_length < 3:
+                continue
+            regex = f"({'|'.join(codes)})"
+        kept.append(regex)
+    if not kept:
+        bound = f" and max_length {leaf.max_length}" if leaf.max_length is not None else ""
+        raise ValueError(
+            f"field {leaf.path!r} of kind {leaf.kind!r}: its pattern {leaf.pattern!r}{bound} leave none of the "
+            f"kind's printed forms ({', '.join(f.name for f in forms)}); loosen them or declare another kind."
+        )
+    return f"^({'|'.join(kept)})$"
+
+
 def field_info(
     *labels: str,
     kind: FieldKind | None = None,
@@ -84,6 +259,8 @@ def field_info(
     last_page: bool = False,
     ocr_pattern: str | None = None,
     footer_labels: tuple[str, ...] = (),
+    adds_to: str | None = None,
+    subtracts: bool = False,
 ) -> JsonDict:
     """``json_schema_extra`` that tells invoice_vlm what a field is and how it is printed.
 
@@ -94,8 +271,10 @@ def field_info(
         last_page: on a multi-page document, take this field from the last page that prints it (totals).
         ocr_pattern: a regular expression the value matches, used to repair OCR's spacing slips.
         footer_labels: for a list field, extra words that start its footer row.
+        adds_to: for an amount, the total it is part of (``"total"``); the total must equal the sum of its parts.
+        subtracts: with ``adds_to``, the amount is taken off the total (a discount) instead of added.
 
-    Example:
+    Examples:
         >>> field_info("Total Cases", "Cases Total", kind="integer", sum_of="products.cases")["sum_of"]
         'products.cases'
     """
@@ -114,13 +293,17 @@ def field_info(
         extra["ocr_pattern"] = ocr_pattern
     if footer_labels:
         extra["footer_labels"] = list(footer_labels)
+    if adds_to is not None:
+        extra["adds_to"] = adds_to
+        if subtracts:
+            extra["subtracts"] = True
     return extra
 
 
 def field_labels(*words: str) -> JsonDict:
     """``json_schema_extra`` naming only the words that label a field on paper (`field_info` says more).
 
-    Example:
+    Examples:
         >>> field_labels("Shipment ID", "Shipment #")
         {'labels': ['Shipment ID', 'Shipment #']}
     """
@@ -143,7 +326,14 @@ class LeafField:
         sum_of: for a total, the list column it adds up.
         last_page: on a multi-page document, taken from the last page that has it.
         ocr_pattern: a pattern the value matches (spacing repairs), or ``None``.
-        max_length: the longest value the schema allows, when it bounds it.
+        max_length: the longest value the schema allows, when it bounds it (each item's, for a list of values).
+        pattern: the pattern the schema declares for the value, if any.
+        choices: the values a ``Literal`` or ``Enum`` field allows (empty when any value of its kind is allowed).
+        many: a list of values (``list[str]``, ``list[date]``): normalised, read and scored item by item.
+        max_items: for a list of values, the most items it may hold, when bounded.
+        adds_to: for an amount, the total it adds to (``"total"``): subtotal, tax, shipping, rounding; declared with
+            `field_info` (``adds_to="total"``). The total is checked against the sum of what adds to it.
+        sign: ``-1`` for an amount taken off the total (a discount: ``field_info(adds_to="total", subtracts=True)``).
     """
 
     path: str
@@ -157,6 +347,12 @@ class LeafField:
     last_page: bool = False
     ocr_pattern: str | None = None
     max_length: int | None = None
+    pattern: str | None = None
+    choices: tuple[Any, ...] = ()
+    many: bool = False
+    max_items: int | None = None
+    adds_to: str | None = None
+    sign: int = 1
 
     @property
     def numeric(self) -> bool:
@@ -244,6 +440,13 @@ def _inferred_kind(annotation: Any) -> FieldKind:
 
 def _json_type(annotation: Any) -> JsonType:
     """The JSON type of a value of ``annotation``: what its inferred kind serialises as."""
+    choices = _choices(annotation)
+    if choices and all(isinstance(c, bool) for c in choices):
+        return "boolean"
+    if choices and all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+        return "integer"
+    if isinstance(annotation, type) and issubclass(annotation, decimal.Decimal):
+        return "string"  # pydantic writes a Decimal as a JSON string, and targets are written so
     types_of: dict[str, JsonType] = {"boolean": "boolean", "integer": "integer", "decimal": "number"}
     return types_of.get(_inferred_kind(annotation), "string")
 
@@ -261,11 +464,46 @@ def _words(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _max_length(info: Any) -> int | None:
-    for meta in info.metadata:
-        limit = getattr(meta, "max_length", None)
-        if isinstance(limit, int):
-            return limit
+    limit = _meta_value(tuple(info.metadata), "max_length")
+    return limit if isinstance(limit, int) else None
+
+
+def _meta_value(metadata: tuple[Any, ...], name: str) -> Any:
+    """A constraint (``max_length``, ``pattern``) from pydantic field metadata, looking inside ``Field(...)``s."""
+    for meta in metadata:
+        inner = getattr(meta, "metadata", None)
+        if isinstance(inner, list):
+            found = _meta_value(tuple(inner), name)
+            if found is not None:
+                return found
+        value = getattr(meta, name, None)
+        if value is not None and not callable(value):
+            return value
     return None
+
+
+@dataclass(frozen=True)
+class _Canonical:
+    pattern: str
+
+
+def _strip_annotated(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``Annotated[str, Field(max_length=9)]`` -> ``(str, (FieldInfo,))``; anything else as it is."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *meta = typing.get_args(annotation)
+        return base, tuple(meta)
+    return annotation, ()
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` or ``Enum`` annotation allows; empty for any other."""
+    import enum
+
+    if typing.get_origin(annotation) is Literal:
+        return tuple(typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return tuple(member.value for member in annotation)
+    return ()
 
 
 def build_tree(
@@ -320,13 +558,25 @@ def build_tree(
                 )
             )
             continue
+        many = False
+        item_meta: tuple[Any, ...] = ()
+        max_items: int | None = None
+        if typing.get_origin(annotation) in (list, tuple, set, frozenset) and typing.get_args(annotation):
+            many = True  # a list of plain values: one leaf whose value is a list, read item by item
+            max_items = _max_length(info)
+            annotation, _ = unwrap_optional(typing.get_args(annotation)[0])
+            annotation, item_meta = _strip_annotated(annotation)
         kind = extra.get("kind") or _inferred_kind(annotation)
         if kind not in FIELD_KINDS:
             raise ValueError(
                 f"{model.__name__}.{name}: unknown field kind {kind!r}; choose one of: {', '.join(FIELD_KINDS)}."
             )
+        metadata = (*item_meta,) if many else tuple(info.metadata)
+        if annotation is datetime.date and _meta_value(metadata, "pattern") is None:
+            metadata = (*metadata, _Canonical(pattern=r"^\d{4}-\d{2}-\d{2}$"))  # a date field stores ISO
         pattern = extra.get("ocr_pattern")
         sum_of = extra.get("sum_of")
+        adds_to = extra.get("adds_to")
         fields.append(
             LeafField(
                 path=child_path,
@@ -339,7 +589,13 @@ def build_tree(
                 sum_of=sum_of if isinstance(sum_of, str) else None,
                 last_page=bool(extra.get("last_page")),
                 ocr_pattern=pattern if isinstance(pattern, str) else None,
-                max_length=_max_length(info),
+                max_length=_meta_value(metadata, "max_length"),
+                pattern=_meta_value(metadata, "pattern"),
+                choices=_choices(annotation),
+                many=many,
+                max_items=max_items,
+                adds_to=adds_to if isinstance(adds_to, str) else None,
+                sign=-1 if extra.get("subtracts") else 1,
             )
         )
     return ObjectNode(

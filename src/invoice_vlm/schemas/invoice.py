@@ -166,14 +166,14 @@ class Invoice(BaseModel):
         json_schema_extra=field_info(
             "Subtotal", "Sub-total", "Net", "Net Amount", "Total HT", "Sous-total", "Montant HT", "Zwischensumme",
             "Nettobetrag", "Netto", "Summe netto", "Subtotaal", "Totaal excl. BTW", "Base imponible",
-            "Subtotale", "Imponibile", kind="decimal", sum_of="line_items.amount",
+            "Subtotale", "Imponibile", kind="decimal", sum_of="line_items.amount", adds_to="total",
         ),
     )  # fmt: skip
     tax: float | None = Field(
         default=None,
         json_schema_extra=field_info(
             "Tax", "VAT", "Sales Tax", "GST", "TVA", "Montant TVA", "MwSt", "MwSt.", "USt", "Umsatzsteuer",
-            "BTW", "IVA", "Imposta", kind="decimal", last_page=True,
+            "BTW", "IVA", "Imposta", kind="decimal", last_page=True, adds_to="total",
         ),
     )  # fmt: skip
     total: float = Field(

@@ -359,6 +359,15 @@ _NUMBER_SIGN = re.compile(r"^(?:N[°º]|No\.|Nr\.|#)\s*(?=\w)", re.IGNORECASE)
 
 
 def _coerce(f: LeafField, value: Value) -> Any:
+    if f.many:  # a list of values printed after one label: "Lots: A12, B34; C56"
+        # A comma inside a number (1,200 or 4,50) does not split it; a comma and a space does.
+        split = r"\s*[;|]\s*|,\s+" if f.kind in ("integer", "decimal") else r"\s*[,;|]\s*"
+        items = [part for part in re.split(split, value.text) if part.strip()]
+        return [_coerce_one(f, Value(item, value.scores)) for item in items]
+    return _coerce_one(f, value)
+
+
+def _coerce_one(f: LeafField, value: Value) -> Any:
     text = mend_confusions(" ".join(value.text.split()), f.kind)
     if f.kind == "code":
         text = _NUMBER_SIGN.sub("", text)  # "N°INV-2024-7": the label's number sign, run into the value
