@@ -12,7 +12,7 @@ import enum
 import json
 import os
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -191,8 +191,8 @@ class Colour(enum.Enum):
 
 
 @st.composite
-def scalar(draw: Any) -> tuple[Any, Any, st.SearchStrategy[Any]]:
-    """(annotation, Field(...), a strategy for canonical values) of one scalar field."""
+def scalar(draw: Any) -> tuple[Any, dict[str, Any], Any, st.SearchStrategy[Any]]:
+    """(annotation, its constraints, its ``json_schema_extra``, a strategy for canonical values) of one scalar."""
     choice = draw(
         st.sampled_from(["text", "code", "int", "float", "decimal", "date", "literal", "enum", *FORM_KINDS])
     )
@@ -202,20 +202,20 @@ def scalar(draw: Any) -> tuple[Any, Any, st.SearchStrategy[Any]]:
     )
     if choice in ("text", "code"):
         extra = field_info(kind=choice) if choice == "code" else None
-        return str, Field(max_length=short, json_schema_extra=extra), words
+        return str, {"max_length": short}, extra, words
     if choice == "int":
         low = draw(st.integers(-50, 10))
-        return int, Field(ge=low, le=low + 500), st.integers(low, low + 500)
+        return int, {"ge": low, "le": low + 500}, None, st.integers(low, low + 500)
     if choice == "float":
-        return float, Field(ge=0, le=10_000), st.decimals(0, 10_000, places=2).map(float)
+        return float, {"ge": 0, "le": 10_000}, None, st.decimals(0, 10_000, places=2).map(float)
     if choice == "decimal":
-        return decimal.Decimal, Field(), st.decimals(-1000, 1000, places=2)
+        return decimal.Decimal, {}, None, st.decimals(-1000, 1000, places=2)
     if choice == "date":
-        return datetime.date, Field(), st.dates(datetime.date(1990, 1, 1), datetime.date(2040, 12, 31))
+        return datetime.date, {}, None, st.dates(datetime.date(1990, 1, 1), datetime.date(2040, 12, 31))
     if choice == "literal":
-        return Literal["A1", "B2", "C3"], Field(), st.sampled_from(["A1", "B2", "C3"])
+        return Literal["A1", "B2", "C3"], {}, None, st.sampled_from(["A1", "B2", "C3"])
     if choice == "enum":
-        return Colour, Field(), st.sampled_from(list(Colour))
+        return Colour, {}, None, st.sampled_from(list(Colour))
     # a str field declared with a kind: canonical values of that kind
     canonical = {
         "integer": st.integers(-9999, 99999).map(str),
@@ -224,7 +224,7 @@ def scalar(draw: Any) -> tuple[Any, Any, st.SearchStrategy[Any]]:
         "currency": st.sampled_from(["EUR", "USD", "GBP", "INR", "CHF"]),
         "boolean": st.sampled_from(["true", "false"]),
     }[choice]
-    return str, Field(max_length=24, json_schema_extra=field_info(kind=choice)), canonical
+    return str, {"max_length": 24}, field_info(kind=choice), canonical
 
 
 @st.composite
@@ -240,51 +240,32 @@ def model(
         shape = draw(
             st.sampled_from(["scalar", "scalar", "list", "object", "objects"] if depth < 3 else ["scalar"])
         )
-        optional = draw(st.booleans())
+        optional = draw(st.booleans()) and shape != "list"  # an empty list is how a list is left out
+        default = {"default": None} if optional else {}
         if shape in ("object", "objects"):
-            inner, inner_values = draw(model(depth + 1, f"{name}{key.title()}"))
+            inner, strategy = draw(model(depth + 1, f"{name}{key.title()}"))
+            annotation: Any = inner
+            info = Field(**default)
             if shape == "objects":
-                annotation: Any = list[inner]
-                info = Field(max_length=2) if not optional else Field(default=None, max_length=2)
-                strategy: st.SearchStrategy[Any] = st.lists(inner_values, max_size=2)
-            else:
-                annotation, info, strategy = inner, Field(default=None) if optional else Field(), inner_values
+                annotation, info, strategy = (
+                    list[inner],
+                    Field(max_length=2, **default),
+                    st.lists(strategy, max_size=2),
+                )
         else:
-            annotation, info, strategy = draw(scalar())
-            if shape == "list":
+            annotation, constraints, extra, strategy = draw(scalar())
+            info = Field(json_schema_extra=extra, **constraints, **default)
+            if shape == "list":  # the item's own bounds go on the item type
                 items = draw(st.integers(1, 3))
-                item_info = info
-                annotation = list[annotation]  # type: ignore[valid-type]
-                extra = item_info.json_schema_extra
+                annotation = list[Annotated[annotation, Field(**constraints)]]
                 info = Field(default_factory=list, max_length=items, json_schema_extra=extra)
-                limit = item_info.metadata
-                if limit:  # the item's own bound goes on the item type
-                    from typing import Annotated
-
-                    annotation = list[Annotated[annotation.__args__[0], Field(max_length=_limit(limit))]]  # type: ignore[misc]
                 strategy = st.lists(strategy, max_size=items)
-            elif optional:
-                info = Field(default=None, json_schema_extra=info.json_schema_extra, **_bounds(info.metadata))
-        if optional and shape != "list":
-            annotation = annotation | None
-            strategy = st.none() | strategy
+        if optional:
+            annotation, strategy = annotation | None, st.none() | strategy
         fields[key] = (annotation, info)
         values[key] = strategy
     generated = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
     return generated, st.fixed_dictionaries(values).map(lambda d: generated(**d))
-
-
-def _limit(metadata: list[Any]) -> int | None:
-    return next((m.max_length for m in metadata if getattr(m, "max_length", None) is not None), None)
-
-
-def _bounds(metadata: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for meta in metadata:
-        for key in ("max_length", "ge", "le"):
-            if getattr(meta, key, None) is not None:
-                out[key] = getattr(meta, key)
-    return out
 
 
 @given(model(), st.data())

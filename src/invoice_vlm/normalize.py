@@ -37,7 +37,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from invoice_vlm.schemas import SchemaSpec
-from invoice_vlm.schemas.fields import LeafField, ObjectNode
+from invoice_vlm.schemas.fields import LeafField, ObjectNode, currency_codes
 
 __all__ = [
     "DATE_LANGUAGES",
@@ -109,16 +109,11 @@ _HOME_LOCALES = (
 
 @functools.lru_cache(maxsize=1)
 def _currency_table() -> tuple[frozenset[str], dict[str, str]]:
-    """ISO 4217 codes babel knows, and printed symbols/names (lower case) -> code."""
+    """ISO 4217 codes (the field tree's, which the grammar allows), and printed symbols/names (lower case) -> code."""
     from babel import Locale
-    from babel.numbers import (
-        get_currency_name,
-        get_currency_symbol,
-        get_territory_currencies,
-        list_currencies,
-    )
+    from babel.numbers import get_currency_name, get_currency_symbol, get_territory_currencies
 
-    codes = frozenset(list_currencies())
+    codes = frozenset(currency_codes())
     names: dict[str, str] = {}
     for loc in _HOME_LOCALES:
         code = get_territory_currencies(loc.split("_")[1])[0]

@@ -291,7 +291,7 @@ UNREAD_SHARE = Decimal("0.30")
 """How much more than its read parts a total may be when some parts (a tax) were not read: no tax rate is higher."""
 
 
-def _parts_mismatch(data: dict[str, Any], leaf: Any, parts: list[Any], total: Decimal) -> str | None:
+def _parts_mismatch(data: dict[str, Any], parts: list[Any], total: Decimal) -> str | None:
     """Why ``total`` cannot be the sum of its parts (``adds_to``), or ``None`` when it can or nothing can be said."""
     terms: list[tuple[str, Decimal]] = []
     unread: list[Any] = []
@@ -315,11 +315,9 @@ def _parts_mismatch(data: dict[str, Any], leaf: Any, parts: list[Any], total: De
         ("" if i == 0 else " - " if value < 0 else " + ") + f"{name} {_plain(abs(value) if i else value)}"
         for i, (name, value) in enumerate(terms)
     )
+    said += f" {'add' if len(terms) > 1 else 'adds'} up to {_plain(added)}"
     if not unread:
-        if abs(added - total) <= Decimal("0.005"):
-            return None
-        verb = "add" if len(terms) > 1 else "adds"
-        return f"is {_plain(total)} but {said} {verb} up to {_plain(added)}"
+        return None if abs(added - total) <= Decimal("0.005") else f"is {_plain(total)} but {said}"
     # Some parts were not read (a tax): the total may exceed what was read, by no more than a tax could add.
     low = added if all(p.sign > 0 for p in unread) else None
     high = added * (1 + UNREAD_SHARE) if all(p.sign > 0 for p in unread) and added >= 0 else None
@@ -327,10 +325,7 @@ def _parts_mismatch(data: dict[str, Any], leaf: Any, parts: list[Any], total: De
         high is not None and total > high + Decimal("0.005")
     ):
         missing = " or ".join(p.key for p in unread)
-        return (
-            f"is {_plain(total)} but {said} {'add' if len(terms) > 1 else 'adds'} up to {_plain(added)}, and no "
-            f"{missing} printed beside it explains the difference"
-        )
+        return f"is {_plain(total)} but {said}, and no {missing} printed beside it explains the difference"
     return None
 
 
@@ -344,7 +339,7 @@ def _check_node(node: Any, data: dict[str, Any], shown: str, errors: dict[str, s
         path = f"{shown}{leaf.key}"
         parts = [f for f in node.fields if f.adds_to == leaf.key and not f.many]
         if parts:
-            message = _parts_mismatch(data, leaf, parts, total)
+            message = _parts_mismatch(data, parts, total)
             if message:
                 errors[path] = message
                 continue

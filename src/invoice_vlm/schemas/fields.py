@@ -143,17 +143,17 @@ class PrintedForm:
         return None
 
 
-def _amounts(prefix: str, fraction: bool) -> tuple[PrintedForm, ...]:
+def _amounts(fraction: bool) -> tuple[PrintedForm, ...]:
 
     def tail(sep: str) -> str:
         return rf"({sep}{_FRACTION})?" if fraction else ""
 
     return (
-        PrintedForm(f"{prefix}digits", rf"-?[0-9]{{1,{REPEAT}}}" + tail("[.,]"), ("0", "60", "-3", "1200", "12.5", "4,50") if fraction else ("0", "60", "-3", "1200")),
-        PrintedForm(f"{prefix}grouped with commas", rf"-?[0-9]{{1,3}}(,[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1,200", "12,345,678") + (("1,012.50",) if fraction else ()), "groups"),
-        PrintedForm(f"{prefix}grouped with points", rf"-?[0-9]{{1,3}}(\.[0-9]{{3}}){{1,{REPEAT}}}" + tail(","), ("1.200",) + (("4.904,94",) if fraction else ()), "groups"),
-        PrintedForm(f"{prefix}grouped with spaces", rf"-?[0-9]{{1,3}}( [0-9]{{3}}){{1,{REPEAT}}}" + tail("[.,]"), ("1 200",) + (("1 234,50",) if fraction else ()), "groups"),
-        PrintedForm(f"{prefix}grouped with apostrophes", rf"-?[0-9]{{1,3}}('[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1'200",) + (("1'234.50",) if fraction else ()), "groups"),
+        PrintedForm("digits", rf"-?[0-9]{{1,{REPEAT}}}" + tail("[.,]"), ("0", "60", "-3", "1200", "12.5", "4,50") if fraction else ("0", "60", "-3", "1200")),
+        PrintedForm("grouped with commas", rf"-?[0-9]{{1,3}}(,[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1,200", "12,345,678") + (("1,012.50",) if fraction else ()), "groups"),
+        PrintedForm("grouped with points", rf"-?[0-9]{{1,3}}(\.[0-9]{{3}}){{1,{REPEAT}}}" + tail(","), ("1.200",) + (("4.904,94",) if fraction else ()), "groups"),
+        PrintedForm("grouped with spaces", rf"-?[0-9]{{1,3}}( [0-9]{{3}}){{1,{REPEAT}}}" + tail("[.,]"), ("1 200",) + (("1 234,50",) if fraction else ()), "groups"),
+        PrintedForm("grouped with apostrophes", rf"-?[0-9]{{1,3}}('[0-9]{{3}}){{1,{REPEAT}}}" + tail(r"\."), ("1'200",) + (("1'234.50",) if fraction else ()), "groups"),
     )  # fmt: skip
 
 
@@ -166,10 +166,10 @@ def _with_currency(form: PrintedForm) -> tuple[PrintedForm, ...]:
     )  # fmt: skip
 
 
-_DECIMALS = _amounts("", fraction=True)
+_DECIMALS = _amounts(fraction=True)
 
 KIND_FORMS: dict[str, tuple[PrintedForm, ...]] = {
-    "integer": _amounts("", fraction=False),
+    "integer": _amounts(fraction=False),
     "decimal": (*_DECIMALS, *(f for form in _DECIMALS for f in _with_currency(form))),
     "date": (
         PrintedForm("ISO yyyy-mm-dd", _ISO, ("2024-03-04", "2024-02-29", "1999-12-31")),
@@ -177,7 +177,7 @@ KIND_FORMS: dict[str, tuple[PrintedForm, ...]] = {
     ),
     "currency": (
         PrintedForm("ISO 4217 code", "CODES", ("EUR", "USD", "INR")),
-        PrintedForm("symbol", "(€|\\$|£|¥|₹)", ("€", "$", "£", "¥", "₹")),
+        PrintedForm("symbol", _SYMBOLS, ("€", "$", "£", "¥", "₹")),
     ),
     "boolean": (PrintedForm("words", "(true|false|yes|no)", ("true", "false", "yes", "no")),),
 }
