@@ -44,9 +44,12 @@ from pydantic.config import JsonDict
 
 __all__ = [
     "FIELD_KINDS",
+    "FIELD_ROLES",
     "FOOTER_LABELS",
     "KIND_FORMS",
+    "ROLE_LABELS",
     "FieldKind",
+    "FieldRole",
     "JsonType",
     "LeafField",
     "ObjectNode",
@@ -62,7 +65,51 @@ __all__ = [
 
 FieldKind = Literal["text", "code", "integer", "decimal", "date", "currency", "boolean"]
 FIELD_KINDS: tuple[str, ...] = get_args(FieldKind)
+FieldRole = Literal["issuer", "recipient", "payable", "issue_date", "document_number"]
+FIELD_ROLES: tuple[str, ...] = get_args(FieldRole)
+"""What a field is on a business document when no label names it; see `field_info`'s ``role``."""
 JsonType = Literal["string", "integer", "number", "boolean"]
+
+ROLE_LABELS: dict[FieldRole, tuple[str, ...]] = {
+    "document_number": (
+        "Invoice Number", "Invoice No.", "Invoice #", "Invoice No", "Invoice ID", "Invoice", "Receipt No.",
+        "Receipt #", "Order #", "Bill No.", "Beleg-Nr.", "Bon-Nr.", "Ticket N°", "Bonnummer", "Booking ID",
+        "Document No.", "Numéro de facture", "N° de facture", "Facture N°", "Facture n°", "Rechnungsnummer",
+        "Rechnungs-Nr.", "Rechnung Nr.", "Rechnung", "Factuurnummer", "Factuurnr.", "Factuur nr",
+        "Número de factura", "Factura N°", "Nº factura", "Numero fattura", "Fattura n.", "Fattura N°", "Invoice Num",
+        "Inv No", "Inv. No.", "Inv #", "Doc No", "Document Number", "Receipt Number", "Receipt No", "Bill No",
+        "Bill Number", "Bill #", "Order ID", "Order No.", "Order Number", "Booking No.", "Booking Number",
+        "Booking Reference", "Reference", "Ref.", "Transaction No.", "Trans No", "Reçu N°", "Commande N°",
+        "N° de commande", "Belegnummer", "Bestellnummer", "Buchungsnummer", "Bestelnummer", "Ordernummer",
+        "Recibo N°", "Nº de pedido", "Ricevuta n.", "Ordine n.",
+    ),
+    "issue_date": (
+        "Invoice Date", "Date", "Issued", "Date of issue", "Issue Date", "Billing Date", "Date de facture",
+        "Date de facturation", "Rechnungsdatum", "Datum", "Factuurdatum", "Fecha", "Fecha de factura", "Data",
+        "Data fattura", "Receipt Date", "Order Date", "Bill Date", "Document Date", "Date facture", "Belegdatum",
+        "Datum factuur", "Fecha emisión", "Data emissione",
+    ),
+    "issuer": (
+        "Seller", "From", "Vendor", "Supplier", "Fournisseur", "Vendeur", "Verkäufer", "Lieferant", "Leverancier",
+        "Verkoper", "Proveedor", "Vendedor", "Fornitore", "Venditore",
+    ),
+    "recipient": (
+        "Buyer", "Bill To", "Billed To", "Customer", "Sold To", "Client", "Facturé à", "Kunde", "Rechnungsempfänger",
+        "Rechnungsadresse", "Klant", "Factuuradres", "Cliente", "Facturar a", "Invoice To", "Bill-To",
+        "Adresse de facturation", "Destinataire",
+    ),
+    "payable": (
+        "Total", "Total Due", "Amount Due", "Balance Due", "Grand Total", "Total Amount", "Amount Paid", "Total TTC",
+        "Montant TTC", "Net à payer", "Montant total", "Gesamtbetrag", "Rechnungsbetrag", "Gesamtsumme", "Endbetrag",
+        "Summe", "Totaal", "Totaalbedrag", "Te betalen", "Total a pagar", "Importe total", "Totale",
+        "Totale fattura", "Importo totale", "Total Payable", "Amount Payable", "Total (Incl. Tax)",
+        "Total incl. VAT", "Total Sales", "Nett Total", "Total à payer", "Totaal incl. BTW", "Te voldoen",
+        "Zu zahlen", "Total TVAC",
+    ),
+}  # fmt: skip
+"""The words that label each role's field on business documents, in English, French, German, Dutch, Spanish and
+Italian. A field declared with a role is matched by its own labels first, then by these, so a schema of one's own
+reads ``Inv No``, ``Belegnummer`` or ``Bill To`` without listing them."""
 
 FOOTER_LABELS: tuple[str, ...] = (
     "total",
@@ -261,6 +308,7 @@ def field_info(
     footer_labels: tuple[str, ...] = (),
     adds_to: str | None = None,
     subtracts: bool = False,
+    role: FieldRole | None = None,
 ) -> JsonDict:
     """``json_schema_extra`` that tells invoice_vlm what a field is and how it is printed.
 
@@ -273,6 +321,11 @@ def field_info(
         footer_labels: for a list field, extra words that start its footer row.
         adds_to: for an amount, the total it is part of (``"total"``); the total must equal the sum of its parts.
         subtracts: with ``adds_to``, the amount is taken off the total (a discount) instead of added.
+        role: what the field is on a business document when no label names it (see `FIELD_ROLES`): ``"issuer"``
+            (an object printed as the letterhead), ``"recipient"`` (an object under Bill To / Sold To),
+            ``"payable"`` (the amount to pay), ``"issue_date"``, ``"document_number"``. A role brings its common
+            labels in six languages (`ROLE_LABELS`) after the field's own, and the offline reader uses it to find
+            unlabelled key values (the letterhead, the amount payable among several, a date beside a time).
 
     Examples:
         >>> field_info("Total Cases", "Cases Total", kind="integer", sum_of="products.cases")["sum_of"]
@@ -297,6 +350,10 @@ def field_info(
         extra["adds_to"] = adds_to
         if subtracts:
             extra["subtracts"] = True
+    if role is not None:
+        if role not in FIELD_ROLES:
+            raise ValueError(f"Unknown field role {role!r}; choose one of: {', '.join(FIELD_ROLES)}.")
+        extra["role"] = role
     return extra
 
 
@@ -353,6 +410,7 @@ class LeafField:
     max_items: int | None = None
     adds_to: str | None = None
     sign: int = 1
+    role: FieldRole | None = None
 
     @property
     def numeric(self) -> bool:
@@ -375,6 +433,7 @@ class ObjectNode:
         tables: lists of objects, in declaration order.
         order: every child key, in declaration order (the order targets are written in).
         footer_labels: for a list, the words that start its footer row.
+        role: for a nested object, ``"issuer"`` or ``"recipient"`` (see `field_info`).
     """
 
     path: str
@@ -388,6 +447,7 @@ class ObjectNode:
     order: tuple[str, ...]
     footer_labels: tuple[str, ...] = ()
     model: type[BaseModel] | None = field(default=None, compare=False, repr=False)
+    role: FieldRole | None = None
 
     @functools.cached_property
     def leaves(self) -> tuple[LeafField, ...]:
@@ -516,6 +576,7 @@ def build_tree(
     is_list: bool = False,
     footer_labels: tuple[str, ...] = (),
     in_list: str | None = None,
+    role: FieldRole | None = None,
 ) -> ObjectNode:
     """The field tree of ``model`` (a `SchemaSpec` builds it once; read it as ``spec.tree``)."""
     fields: list[LeafField] = []
@@ -529,7 +590,7 @@ def build_tree(
         annotation, optional = unwrap_optional(info.annotation)
         child_required = info.is_required() and not optional
         extra = _extra(info)
-        child_labels = _words(extra.get("labels"), (_humanise(child_key),))
+        child_labels = _with_role_labels(_words(extra.get("labels"), (_humanise(child_key),)), _role(extra))
         if typing.get_origin(annotation) in (list, tuple) and typing.get_args(annotation):
             item, _ = unwrap_optional(typing.get_args(annotation)[0])
             if isinstance(item, type) and issubclass(item, BaseModel):
@@ -555,6 +616,7 @@ def build_tree(
                     labels=child_labels,
                     required=child_required,
                     in_list=in_list,
+                    role=_role(extra),
                 )
             )
             continue
@@ -596,6 +658,7 @@ def build_tree(
                 max_items=max_items,
                 adds_to=adds_to if isinstance(adds_to, str) else None,
                 sign=-1 if extra.get("subtracts") else 1,
+                role=_role(extra),
             )
         )
     return ObjectNode(
@@ -610,4 +673,18 @@ def build_tree(
         order=tuple(order),
         footer_labels=footer_labels,
         model=model,
+        role=role,
     )
+
+
+def _with_role_labels(labels: tuple[str, ...], role: FieldRole | None) -> tuple[str, ...]:
+    """A field's own labels, then its role's common ones (`ROLE_LABELS`) that it does not already list."""
+    if role is None:
+        return labels
+    seen = {label.casefold() for label in labels}
+    return labels + tuple(label for label in ROLE_LABELS[role] if label.casefold() not in seen)
+
+
+def _role(extra: dict[str, Any]) -> FieldRole | None:
+    role = extra.get("role")
+    return role if role in FIELD_ROLES else None

@@ -113,22 +113,12 @@ class Invoice(BaseModel):
 
     invoice_number: str = Field(
         max_length=60,
-        json_schema_extra=field_info(
-            "Invoice Number", "Invoice No.", "Invoice #", "Invoice No", "Invoice ID", "Invoice", "Receipt No.",
-            "Receipt #", "Order #", "Bill No.", "Beleg-Nr.", "Bon-Nr.", "Ticket N°", "Bonnummer", "Booking ID", "Document No.", "Numéro de facture", "N° de facture",
-            "Facture N°", "Facture n°", "Rechnungsnummer", "Rechnungs-Nr.", "Rechnung Nr.", "Rechnung",
-            "Factuurnummer", "Factuurnr.", "Factuur nr", "Número de factura", "Factura N°", "Nº factura",
-            "Numero fattura", "Fattura n.", "Fattura N°", kind="code",
-        ),
+        json_schema_extra=field_info(kind="code", role="document_number"),
     )  # fmt: skip
     invoice_date: str = Field(
         pattern=_ISO_DATE,
         description="Issue date, ISO yyyy-mm-dd.",
-        json_schema_extra=field_info(
-            "Invoice Date", "Date", "Issued", "Date of issue", "Issue Date", "Billing Date", "Date de facture",
-            "Date de facturation", "Rechnungsdatum", "Datum", "Factuurdatum", "Fecha", "Fecha de factura",
-            "Data", "Data fattura", kind="date",
-        ),
+        json_schema_extra=field_info(kind="date", role="issue_date"),
     )  # fmt: skip
     due_date: str | None = Field(
         default=None,
@@ -142,17 +132,11 @@ class Invoice(BaseModel):
     )  # fmt: skip
     seller: Party | None = Field(
         default=None,
-        json_schema_extra=field_info(
-            "Seller", "From", "Vendor", "Supplier", "Fournisseur", "Vendeur", "Verkäufer", "Lieferant",
-            "Leverancier", "Verkoper", "Proveedor", "Vendedor", "Fornitore", "Venditore",
-        ),
+        json_schema_extra=field_info(role="issuer"),
     )  # fmt: skip
     buyer: Party | None = Field(
         default=None,
-        json_schema_extra=field_info(
-            "Buyer", "Bill To", "Billed To", "Customer", "Sold To", "Client", "Facturé à", "Kunde",
-            "Rechnungsempfänger", "Rechnungsadresse", "Klant", "Factuuradres", "Cliente", "Facturar a",
-        ),
+        json_schema_extra=field_info(role="recipient"),
     )  # fmt: skip
     currency: str | None = Field(
         default=None,
@@ -177,12 +161,7 @@ class Invoice(BaseModel):
         ),
     )  # fmt: skip
     total: float = Field(
-        json_schema_extra=field_info(
-            "Total", "Total Due", "Amount Due", "Balance Due", "Grand Total", "Total Amount", "Amount Paid",
-            "Total TTC", "Montant TTC", "Net à payer", "Montant total", "Gesamtbetrag", "Rechnungsbetrag",
-            "Gesamtsumme", "Endbetrag", "Summe", "Totaal", "Totaalbedrag", "Te betalen", "Total a pagar",
-            "Importe total", "Totale", "Totale fattura", "Importo totale", kind="decimal", last_page=True,
-        ),
+        json_schema_extra=field_info(kind="decimal", last_page=True, role="payable"),
     )  # fmt: skip
 
 
