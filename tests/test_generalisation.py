@@ -29,7 +29,11 @@ INK = (25, 25, 30)
 
 @dataclass
 class Sheet:
-    """A page to draw on, with the fonts of one layout."""
+    """A page to draw on, with the fonts of one layout.
+
+    The text it draws is also kept as commands in ``image.info["sheet"]`` (x, y, text, size, bold, right-aligned), so
+    the same page can be written as a born-digital PDF with a text layer (`sheet_pdf`).
+    """
 
     image: Image.Image
     draw: ImageDraw.ImageDraw
@@ -38,17 +42,37 @@ class Sheet:
     @classmethod
     def new(cls, width: int, height: int, family: str) -> Sheet:
         image = Image.new("RGB", (width, height), (252, 252, 250))
+        image.info["sheet"] = {"family": family, "commands": []}
         return cls(image, ImageDraw.Draw(image), family)
 
     def text(self, x: float, y: float, text: str, size: int = 20, bold: bool = False) -> None:
         self.draw.text((x, y), text, fill=INK, font=synth.load_font(size, self.family, bold))
+        self.image.info["sheet"]["commands"].append((x, y, text, size, bold, False))
 
     def right(self, x: float, y: float, text: str, size: int = 20, bold: bool = False) -> None:
         font = synth.load_font(size, self.family, bold)
         self.draw.text((x - self.draw.textlength(text, font=font), y), text, fill=INK, font=font)
+        self.image.info["sheet"]["commands"].append((x, y, text, size, bold, True))
 
     def rule(self, y: float, x0: float = 40, x1: float | None = None) -> None:
         self.draw.line([(x0, y), (x1 or self.image.width - 40, y)], fill=INK, width=2)
+
+
+def sheet_pdf(image: Image.Image, out) -> None:
+    """Write a `Sheet`'s page as a born-digital PDF (fpdf2, one pixel = one point), its text as a text layer."""
+    from fpdf import FPDF
+
+    sheet = image.info["sheet"]
+    pdf = FPDF(unit="pt", format=(image.width, image.height))
+    pdf.set_auto_page_break(False)
+    pdf.add_font("page", "", str(synth.font_path(sheet["family"])))
+    pdf.add_font("page", "B", str(synth.font_path(sheet["family"], bold=True)))
+    pdf.add_page()
+    for x, y, text, size, bold, right in sheet["commands"]:
+        pdf.set_font("page", "B" if bold else "", size)
+        width = pdf.get_string_width(text) if right else 0.0
+        pdf.text(x - width, y + size * 0.8, text)  # fpdf2 places text by its baseline
+    pdf.output(str(out))
 
 
 # --- a pallet tag: two columns of label/value pairs in a monospaced font, totals as the table's last row -------
@@ -208,6 +232,7 @@ def german_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
         "invoice_number": f"RE-2024-{rng.randint(1000, 9999)}",
         "invoice_date": f"2024-{month:02d}-{day:02d}",
         "currency": "EUR",
+        "seller": {"name": "Bergmann Bürotechnik", "address": "Lindenweg 4, 80331 München"},
         "buyer": {"name": "Nordlicht GmbH", "address": "Hafenstraße 12, 20457 Hamburg"},
         "line_items": items,
         "subtotal": subtotal,
@@ -251,6 +276,7 @@ def french_invoice(rng: random.Random) -> tuple[Image.Image, dict]:
         "invoice_date": f"2015-{month:02d}-{day:02d}",
         "due_date": f"2015-{month:02d}-{due:02d}",
         "currency": "EUR",
+        "seller": {"name": "Hôtel du Lac", "address": "12 quai des Bergues, 74000 Annecy"},
         "line_items": items,
         "subtotal": total_ht,
         "tax": tva,
@@ -331,6 +357,7 @@ def us_receipt(rng: random.Random) -> tuple[Image.Image, dict]:
         "invoice_number": f"{rng.randint(100000, 999999)}",
         "invoice_date": f"2014-{month:02d}-{day:02d}",
         "currency": "USD",
+        "seller": {"name": "CORNER HARDWARE", "address": "101 Main St, Springfield"},
         "total": total,
     }
     s = Sheet.new(620, 560, "mono")

@@ -302,16 +302,27 @@ class InvoiceExtractor:
             value, confidence, _ = self._read(generation)
         except ValueError as exc:
             return Extraction.from_error(str(exc), source=source, raw_text=raw_text, unreadable=False)
-        return finish_document(value, self.schema, raw_text=raw_text, source=source, confidence=confidence)
+        return finish_document(
+            value,
+            self.schema,
+            raw_text=raw_text,
+            source=source,
+            confidence=confidence,
+            printed=generation.printed,
+        )
 
     def _merge(self, outputs: Sequence[object], sources: Sequence[str], source: str) -> Extraction:
         """One result from the pages of one document (the schema reads multi-page files as one document)."""
         pages: list[tuple[dict[str, Any], dict[str, float]]] = []
         texts: list[str] = []
         errors: list[str] = []
+        printed: dict[str, str] = {}
         for output, page_source in zip(outputs, sources, strict=True):
             try:
-                value, confidence, text = self._read(self._generation(output))
+                generation = self._generation(output)
+                value, confidence, text = self._read(generation)
+                for path, seen in (generation.printed or {}).items():
+                    printed.setdefault(path, seen)
                 texts.append(text)
                 pages.append((value, confidence))
             except (_PageFailed, ValueError) as exc:
@@ -321,7 +332,13 @@ class InvoiceExtractor:
             return Extraction(None, raw_text, False, errors, {}, source, unreadable=not texts)
         merged, confidence = merge_pages(pages, self.schema)
         return finish_document(
-            merged, self.schema, raw_text=raw_text, source=source, confidence=confidence, errors=errors
+            merged,
+            self.schema,
+            raw_text=raw_text,
+            source=source,
+            confidence=confidence,
+            errors=errors,
+            printed=printed,
         )
 
     def _document(

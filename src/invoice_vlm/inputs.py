@@ -205,12 +205,18 @@ def _render_pdf(
 
 
 def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[TextRun, ...]:
-    """Group a PDF text page's characters into runs: one line, no gap wider than about a character's height."""
+    """Group a PDF text page's characters into runs, the way OCR groups words into boxes.
+
+    A run is one line with no gap wider than about an em: words a space apart are one run (``Inv No: CS6871``, as
+    OCR reads them, also in a monospaced font), columns are not. A run is as tall as its font (ascent to descent, as
+    an OCR box is), so that a line of dashes or dots is not a box two pixels high; its left and right are its inked
+    characters'.
+    """
     runs: list[TextRun] = []
     text_of_run: list[str] = []
-    inked: list[
-        tuple[float, float, float, float]
-    ] = []  # left, bottom, right, top of the run's visible characters
+    # The run's visible characters (tight left, bottom, right, top), and the same characters' font boxes.
+    inked: list[tuple[float, float, float, float]] = []
+    loose: list[tuple[float, float, float, float]] = []
 
     def close() -> None:
         text = "".join(text_of_run).strip()
@@ -219,13 +225,14 @@ def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[Text
                 TextRun(
                     text,
                     min(c[0] for c in inked) * scale,
-                    (page_height - max(c[3] for c in inked)) * scale,
+                    (page_height - max(c[3] for c in loose)) * scale,
                     max(c[2] for c in inked) * scale,
-                    (page_height - min(c[1] for c in inked)) * scale,
+                    (page_height - min(c[1] for c in loose)) * scale,
                 )
             )
         text_of_run.clear()
         inked.clear()
+        loose.clear()
 
     count = textpage.count_chars()  # type: ignore[attr-defined]
     text = textpage.get_text_range(0, count) if count else ""  # type: ignore[attr-defined]
@@ -240,19 +247,22 @@ def _text_runs(textpage: object, page_height: float, scale: float) -> tuple[Text
                 text_of_run.append(ch)
             continue
         left, bottom, right, top = textpage.get_charbox(i)  # type: ignore[attr-defined]
+        font_box = textpage.get_charbox(i, loose=True)  # type: ignore[attr-defined]
         if inked:
-            last_left, _, last_right, _ = inked[-1]
-            height = max(top_of_run - bottom_of_run, 1.0)
+            last_left, _, _, _ = inked[-1]
+            last_font_right = loose[-1][2]
+            em = max(font_box[3] - font_box[1], top_of_run - bottom_of_run, 1.0)
             same_line = (
                 bottom < top_of_run and top > bottom_of_run
             )  # overlapping extents: "1.234,50" is one run
-            if not same_line or left - last_right > 1.2 * height or left < last_left - 0.5 * height:
+            if not same_line or font_box[0] - last_font_right > em or left < last_left - 0.5 * em:
                 close()
         if not inked:
             bottom_of_run, top_of_run = bottom, top
         bottom_of_run, top_of_run = min(bottom_of_run, bottom), max(top_of_run, top)
         text_of_run.append(ch)
         inked.append((left, bottom, right, top))
+        loose.append(font_box)
     close()
     return tuple(runs)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from json.decoder import scanstring  # type: ignore[attr-defined]  # public but missing from typeshed
@@ -291,6 +291,16 @@ UNREAD_SHARE = Decimal("0.30")
 """How much more than its read parts a total may be when some parts (a tax) were not read: no tax rate is higher."""
 
 
+CASH_ROUNDING = Decimal("0.05")
+"""The smallest coin a total may be rounded to (a receipt's "Rounding Adj" line): 5 cents, sen, rappen."""
+
+
+def _cash_rounded(added: Decimal, total: Decimal) -> bool:
+    """Whether ``total`` is ``added`` rounded to the nearest `CASH_ROUNDING` (``165.08`` paid as ``165.10``)."""
+    step = CASH_ROUNDING
+    return total % step == 0 and abs(added - total) <= step / 2
+
+
 def _parts_mismatch(data: dict[str, Any], parts: list[Any], total: Decimal) -> str | None:
     """Why ``total`` cannot be the sum of its parts (``adds_to``), or ``None`` when it can or nothing can be said."""
     terms: list[tuple[str, Decimal]] = []
@@ -317,7 +327,9 @@ def _parts_mismatch(data: dict[str, Any], parts: list[Any], total: Decimal) -> s
     )
     said += f" {'add' if len(terms) > 1 else 'adds'} up to {_plain(added)}"
     if not unread:
-        return None if abs(added - total) <= Decimal("0.005") else f"is {_plain(total)} but {said}"
+        if abs(added - total) <= Decimal("0.005") or _cash_rounded(added, total):
+            return None
+        return f"is {_plain(total)} but {said}"
     # Some parts were not read (a tax): the total may exceed what was read, by no more than a tax could add.
     low = added if all(p.sign > 0 for p in unread) else None
     high = added * (1 + UNREAD_SHARE) if all(p.sign > 0 for p in unread) and added >= 0 else None
@@ -374,15 +386,19 @@ def finish_document(
     source: str | None = None,
     confidence: dict[str, float] | None = None,
     errors: Sequence[str] = (),
+    printed: Mapping[str, str] | None = None,
 ) -> Extraction:
     """Normalise a parsed document by field kind, check its totals, validate it: an `Extraction`, never raises.
 
     Any backend's output ends here, so every backend returns canonical values (ISO dates, numbers, ISO 4217
-    currencies; see `invoice_vlm.normalize`) with the printed text kept in ``printed``.
+    currencies; see `invoice_vlm.normalize`) with the printed text kept in ``printed``; ``printed`` given here
+    (text a backend saw for a field but did not take) is kept beside it.
     """
     from invoice_vlm.normalize import normalize_document
 
     normalized = normalize_document(value, schema)
+    if printed:
+        normalized.printed = {**printed, **normalized.printed}
     field_errors = dict(normalized.field_errors)
     for path, message in check_sums(normalized.data, schema).items():
         field_errors.setdefault(path, message)

@@ -91,6 +91,8 @@ class Generation:
             nothing; ``raw_text`` becomes its JSON).
         field_confidence: per leaf path (``"products[0].cases"``), a probability in ``[0, 1]``, or ``None``.
         num_tokens: how many tokens a decoder generated for it (end-of-sequence excluded), when it counts them.
+        printed: leaf path -> text the backend saw for a field but did not take (not of the field's kind), kept in
+            `Extraction.printed` so a reviewer sees it.
     """
 
     text: str | None = None
@@ -98,6 +100,7 @@ class Generation:
     data: dict[str, Any] | None = None
     field_confidence: Mapping[str, float] | None = None
     num_tokens: int | None = None
+    printed: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.text is None and self.data is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation, GenerationRequest
-from invoice_vlm.backends.ocr.layout import Box, parse_layout
+from invoice_vlm.backends.ocr.layout import Box, read_layout
 from invoice_vlm.config import ExtractorConfig
 from invoice_vlm.errors import MissingDependencyError, ModelLoadError
 from invoice_vlm.inputs import TEXT_LAYER, TextRun
@@ -169,23 +169,22 @@ class OCRBackend:
         for image in images:
             boxes = self.text_layer(image)
             if boxes is not None:
-                data, confidence = parse_layout(boxes, request.schema)
+                reading = read_layout(boxes, request.schema)
             else:
                 page = self.upright(image)
-                data, confidence = parse_layout(self.read(page), request.schema, self._region_reader(page))
-            scores = {
-                path: confidence.get(path, 1.0) for path in _leaf_paths(data)
-            }  # unscored: printed syntax
-            outputs.append(Generation(data=data, field_confidence=scores))
+                reading = read_layout(self.read(page), request.schema, self._region_reader(page))
+            # A value the reader gave no score is printed syntax (1.0); an empty field carries no confidence.
+            scores = {path: reading.confidence.get(path, 1.0) for path in _leaf_paths(reading.data)}
+            outputs.append(Generation(data=reading.data, field_confidence=scores, printed=reading.printed))
         return outputs
 
 
 def _leaf_paths(value: Any, path: str = "") -> list[str]:
-    """Every leaf path of a JSON value (``products[0].cases``), in order."""
+    """Every leaf path of a JSON value that holds a value (``products[0].cases``), in order."""
     if isinstance(value, dict):
         return [
             p for key, child in value.items() for p in _leaf_paths(child, f"{path}.{key}" if path else key)
         ]
     if isinstance(value, list):
         return [p for i, child in enumerate(value) for p in _leaf_paths(child, f"{path}[{i}]")]
-    return [path]
+    return [] if value is None else [path]

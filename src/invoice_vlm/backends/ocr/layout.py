@@ -40,19 +40,30 @@ import statistics
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from invoice_vlm._text import similarity as _similarity
+from invoice_vlm.backends.ocr.keys import (
+    context_currency,
+    find_date,
+    issue_date_box,
+    join_address,
+    read_letterhead,
+    read_payable,
+)
 from invoice_vlm.schemas import SchemaSpec
 from invoice_vlm.schemas.fields import LeafField, ObjectNode
 
 __all__ = [
     "Box",
+    "Reading",
     "RegionReader",
     "Value",
     "mend_confusions",
     "parse_layout",
     "plausible",
+    "read_layout",
 ]
 
 _NORM = re.compile(r"[^0-9a-z#]+")
@@ -262,6 +273,10 @@ class _Page:
             return None
         return Value(found[0].strip(), [found[1]])
 
+    def alias(self, part: Box, whole: Box) -> None:
+        """Place ``part`` (a piece of ``whole``'s text) in ``whole``'s row."""
+        self._row_of[id(part)] = self.row_of(whole)
+
     def row_of(self, box: Box) -> int:
         """Index of the row holding ``box`` (by identity: two boxes may read the same)."""
         return self._row_of[id(box)]
@@ -319,6 +334,7 @@ _DIGIT_TOKEN = re.compile(r"[0-9OolI|Ss.,'\u2019]+")
 _CONFUSABLE_BETWEEN_DIGITS = re.compile(r"(?<=\d)[OolI|S](?=\d)")
 _SAME_SEPARATORS = re.compile(r"(\d{1,3}(?:([.,])\d{3})+)\2(\d{2})(?!\d)")
 _ZERO_WORD = re.compile(r"\b[A-Z0]*0[A-Z0]*\b")
+_LOWER_I = re.compile(r"(?<=[a-z])I(?![A-Za-z])")
 
 
 def mend_confusions(text: str, kind: str) -> str:
@@ -349,9 +365,10 @@ def mend_confusions(text: str, kind: str) -> str:
         return _CONFUSABLE_BETWEEN_DIGITS.sub(lambda m: m.group().translate(_TO_DIGIT), text)
     if kind == "text":
         # A word of capitals with zeros in it and no other digit is a word misread: FL00R, 0F -> FLOOR, OF.
-        return _ZERO_WORD.sub(
+        text = _ZERO_WORD.sub(
             lambda m: m.group().replace("0", "O") if any(c.isalpha() for c in m.group()) else m.group(), text
         )
+        return _LOWER_I.sub("l", text)  # a capital I ending a lower-case word is an l: "Fietsenwinkel.nI"
     return text
 
 
@@ -369,6 +386,13 @@ def _coerce(f: LeafField, value: Value) -> Any:
 
 def _coerce_one(f: LeafField, value: Value) -> Any:
     text = mend_confusions(" ".join(value.text.split()), f.kind)
+    if f.kind == "date":
+        from invoice_vlm.normalize import normalize_date
+
+        if normalize_date(text) is None:  # "17-03-2018 15:22", ":23-03-2018", "17-03-201815:22:52"
+            found = find_date(text)
+            if found is not None:
+                return found[0]
     if f.kind == "code":
         text = _NUMBER_SIGN.sub("", text)  # "N°INV-2024-7": the label's number sign, run into the value
     if f.ocr_pattern is not None:
@@ -406,7 +430,8 @@ def _read_fields(
     labelled = {id(b) for b, *_ in matches}
     per_key: dict[str, list[tuple[Box, str, float]]] = {}
     for box, key, rest, rank in matches:
-        per_key.setdefault(key, []).append((box, rest, rank))
+        if key not in out:  # a key already decided (a table footer, the amounts' arithmetic) takes no label
+            per_key.setdefault(key, []).append((box, rest, rank))
     values: list[tuple[str, Box, Value]] = []
     for key, options in per_key.items():
         # Best label first; a title that only looks like a label ("LOAD TAG") has no plausible value for the
@@ -450,7 +475,9 @@ def plausible(leaf: LeafField, text: str) -> bool:
         return False
     if leaf.kind in ("integer", "decimal"):
         return any(c.isdigit() for c in mend_confusions(t, leaf.kind)) and not t.endswith("%")
-    if leaf.kind in ("date", "code"):
+    if leaf.kind == "date":
+        return find_date(t) is not None
+    if leaf.kind == "code":
         return any(c.isdigit() for c in t)
     return True
 
@@ -478,19 +505,18 @@ def _value_for(
 
 
 def _unlabelled_dates(page: _Page, obj: ObjectNode, out: dict[str, Any], conf: dict[str, float]) -> None:
-    """A required date field no label named takes the first free text on the page that reads as a whole date."""
-    from invoice_vlm.normalize import normalize_date
-
+    """The issue date no label named: the highest dated line that no other date word (due, printed...) heads."""
     for leaf in obj.fields:
-        if leaf.kind != "date" or not leaf.required or out.get(leaf.key) is not None:
+        if leaf.kind != "date" or out.get(leaf.key) is not None:
             continue
-        for row in page.rows:
-            found = next((b for b in row if not b.used and normalize_date(b.text) is not None), None)
-            if found is not None:
-                found.used = True
-                out[leaf.key] = _coerce(leaf, Value(found.text, [found.score]))
-                conf[leaf.key] = found.score
-                break
+        if not (leaf.role == "issue_date" or (leaf.required and leaf.role is None)):
+            continue
+        found = issue_date_box(page)
+        if found is not None:
+            box, printed = found
+            box.used = True
+            out[leaf.key] = printed
+            conf[leaf.key] = box.score * 0.9  # no label named it
 
 
 def _read_sections(
@@ -505,10 +531,22 @@ def _read_sections(
                 score = max((_similarity(_norm(box.text), label) for label in labels), default=0.0)
                 if not box.used and score > best:
                     heading, best = box, score
+        inline: Box | None = None
+        if (
+            heading is None
+        ):  # "Bill to: Norder Logistics Ltd, 4 Dock Rd, Leeds": the heading and its block on one line
+            for row in page.rows:
+                for box in row:
+                    head = _norm(box.text.split(":", 1)[0]) if ":" in box.text and not box.used else ""
+                    found = _match_label(box.text, [(key, labels)]) if head in labels else None
+                    if found is not None and found[1] and heading is None:
+                        heading = box
+                        inline = Box(found[1], box.score, box.points, box.x0, box.y0, box.x1, box.y1)
+                        page.alias(inline, box)
         if heading is None:
             continue
         heading.used = True
-        lines: list[Box] = []
+        lines: list[Box] = [inline] if inline is not None else []
         current: Box | None = heading
         while current is not None:
             nxt = page.below(current, align="left")
@@ -533,7 +571,13 @@ def _read_sections(
                 groups.append([b])
         free = [
             f for f in section.fields if f.key not in sub and f.kind == "text"
-        ]  # name, address: unlabelled
+        ]  # unlabelled name, address
+        if len(groups) == 1 and len(free) >= 2 and len(groups[0]) == 1 and ", " in groups[0][0].text:
+            one = groups[0][0]  # "Norder Logistics Ltd, 4 Dock Rd, Leeds": the name, then the address
+            name, address = one.text.split(", ", 1)
+            first, tail = _split_box(one, name, address)
+            groups = [[first], [tail]]
+            first.used = tail.used = False
         for i, f in enumerate(free):
             if not groups:
                 break
@@ -731,10 +775,24 @@ def _page_currency(boxes: Sequence[Box]) -> tuple[str, float] | None:
     return next(iter(found.values())) if len(found) == 1 else None
 
 
-def parse_layout(
-    boxes: list[Box], spec: SchemaSpec, read_region: RegionReader | None = None
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Read a document for ``spec`` from OCR boxes; returns the data and per-field confidence.
+@dataclass
+class Reading:
+    """What the reader made of a page: the document, per-field confidence, and text it saw but did not take.
+
+    Attributes:
+        data: the document as printed (before normalisation), in the schema's order.
+        confidence: leaf path -> confidence of the value there (OCR score times the margin of the choice).
+        printed: leaf path -> text found for a field but not taken (not of the field's kind, or not supported by the
+            page's arithmetic), so a reviewer still sees it.
+    """
+
+    data: dict[str, Any]
+    confidence: dict[str, float]
+    printed: dict[str, str]
+
+
+def read_layout(boxes: list[Box], spec: SchemaSpec, read_region: RegionReader | None = None) -> Reading:
+    """Read a document for ``spec`` from OCR boxes: data, per-field confidence and the text left out.
 
     ``read_region``, when given, re-reads the strip right of a ``Label:`` whose value the detector missed.
     """
@@ -742,13 +800,16 @@ def parse_layout(
     page = _Page(boxes, read_region)
     out: dict[str, Any] = {}
     conf: dict[str, float] = {}
+    printed: dict[str, str] = {}
     _read_tables(page, obj, out, conf, "")
     _read_sections(page, obj, out, conf, "")
+    _read_payable(page, obj, out, conf, printed)
+    _read_letterhead(page, obj, out, conf)  # before labels: a letterhead word may look like one ("Warung")
     _read_fields(page, [b for row in page.rows for b in row], obj, out, conf, "")
     _unlabelled_dates(page, obj, out, conf)
     for f in obj.fields:
         if f.kind == "currency" and out.get(f.key) is None:
-            sign = _page_currency(boxes)
+            sign = _page_currency(boxes) or context_currency(boxes)
             if sign is not None:
                 out[f.key], conf[f.key] = sign
     for f in obj.fields:
@@ -757,7 +818,216 @@ def parse_layout(
     for s in (*obj.sections, *obj.tables):
         if s.key not in out and not s.required:
             out[s.key] = None
-    return _in_schema_order(out, obj), conf
+    _keep_what_fits(out, obj, conf, printed, "")
+    return Reading(_in_schema_order(out, obj), conf, printed)
+
+
+def parse_layout(
+    boxes: list[Box], spec: SchemaSpec, read_region: RegionReader | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Read a document for ``spec`` from OCR boxes; returns the data and per-field confidence (see `read_layout`)."""
+    reading = read_layout(boxes, spec, read_region)
+    return reading.data, reading.confidence
+
+
+def _table_sum(out: dict[str, Any], obj: ObjectNode, payable: LeafField) -> Decimal | None:
+    """The sum of the item lines' amounts that a part of the payable adds up (``subtotal`` is ``sum_of`` them)."""
+    from invoice_vlm.normalize import normalize_amount
+
+    for leaf in obj.fields:
+        if leaf.adds_to != payable.key or not leaf.sum_of:
+            continue
+        table_key, column = leaf.sum_of.rsplit(".", 1)
+        rows = out.get(table_key.rsplit(".", 1)[-1])
+        if not rows:
+            return None
+        values = [normalize_amount(str(r.get(column, "")))[0] for r in rows if isinstance(r, dict)]
+        if values and all(v is not None for v in values):
+            return sum((v for v in values if v is not None), Decimal(0))
+    return None
+
+
+def _read_payable(
+    page: _Page, obj: ObjectNode, out: dict[str, Any], conf: dict[str, float], printed: dict[str, str]
+) -> None:
+    """The amount payable and the parts that add up to it, chosen by the page's arithmetic (`keys.read_payable`).
+
+    A part (subtotal, tax) the arithmetic does not support is left empty; its text goes to ``printed``.
+    """
+    from invoice_vlm.normalize import normalize_amount
+
+    payable = next((f for f in obj.fields if f.role == "payable"), None)
+    if payable is None or payable.key in out:
+        return
+    known: dict[str, Decimal] = {}
+    for key in [f.key for f in obj.fields if f.adds_to == payable.key and out.get(f.key) is not None]:
+        value, _ = normalize_amount(str(out[key]))
+        if value is not None:
+            known[key] = value
+    choice = read_payable(page, obj, _table_sum(out, obj, payable), known)
+    if choice is None:
+        return
+    choice.total.box.used = True
+    out[payable.key] = _coerce(payable, Value(_amount_text(choice.total), [choice.total.box.score]))
+    conf[payable.key] = choice.confidence
+    parts = {f.key: f for f in obj.fields if f.adds_to == payable.key}
+    for key, leaf in parts.items():
+        if key in out:
+            continue
+        if key not in choice.parts:  # printed, perhaps, but the arithmetic does not support it
+            out[key] = None
+            continue
+        found = choice.parts[key]
+        if found is None:  # supported by a value not printed beside a label (the lines' sum)
+            continue
+        if isinstance(found, Decimal):  # several printed amounts add up to it (two tax rates)
+            out[key] = format(found, "f")
+            conf[key] = choice.confidence
+        else:
+            found.box.used = True
+            out[key] = _coerce(leaf, Value(_amount_text(found), [found.box.score]))
+            conf[key] = min(choice.confidence, found.box.score)
+    for key, amount in choice.unsupported:
+        if out.get(key) is None:
+            printed.setdefault(key, amount.text)
+
+
+def _amount_text(amount: Any) -> str:
+    """The printed amount of a candidate, without the words before it in its box."""
+    from invoice_vlm.backends.ocr.keys import _AMOUNT
+
+    matches = list(_AMOUNT.finditer(amount.text))
+    if not matches:
+        return str(amount.text)
+    m = matches[-1]
+    head = amount.text[: m.start()].rstrip()
+    sign = re.search(r"(?:[^\W\d_]{0,3}[$€£¥₹]|\b[A-Z]{2,3})$", head)  # "RM", "€", "EUR" printed before it
+    return f"{sign.group()} {m.group().strip()}" if sign else m.group().strip()
+
+
+def _read_letterhead(page: _Page, obj: ObjectNode, out: dict[str, Any], conf: dict[str, float]) -> None:
+    """The issuer no heading named: the letterhead at the top of the page (`keys.read_letterhead`)."""
+    for section in obj.sections:
+        if section.role != "issuer" or out.get(section.key) is not None:
+            continue
+        stops = _candidates(obj.fields) + [(s.key, _label_forms(s.labels)) for s in obj.sections]
+        found = read_letterhead(page, stops)
+        if found is None:
+            continue
+        texts = [f for f in section.fields if f.kind == "text"]
+        if not texts:
+            continue
+        sub: dict[str, Any] = {}
+        prefix = f"{section.key}."
+        name_value = Value(" ".join(b.text.strip() for b in found.name), [b.score for b in found.name])
+        sub[texts[0].key] = _coerce(texts[0], name_value)
+        conf[prefix + texts[0].key] = name_value.confidence * found.confidence
+        if len(texts) > 1 and found.address:
+            scores = [b.score for line in found.address for b in line]
+            sub[texts[1].key] = _coerce(texts[1], Value(join_address(found.address), scores))
+            conf[prefix + texts[1].key] = min(scores) * found.confidence
+        contact = [b for line in found.contact for b in line]
+        rest = [f for f in section.fields if f.key not in sub]
+        if contact and rest:
+            partial = ObjectNode(section.path, section.key, (), False, False, tuple(rest), (), (), ())
+            _read_fields(page, contact, partial, sub, conf, prefix)
+        for box in [*found.name, *(b for line in found.address for b in line), *contact]:
+            box.used = True
+        for f in section.fields:
+            sub.setdefault(f.key, None)
+        out[section.key] = sub
+
+
+def _fits(leaf: LeafField, value: Any) -> bool:
+    """Whether a read value is of its field's kind: it normalises, and matches the field's pattern and length."""
+    from invoice_vlm.normalize import normalize_value
+
+    if value is None:
+        return True
+    items = value if (leaf.many and isinstance(value, list)) else [value]
+    for item in items:
+        if (
+            isinstance(item, str)
+            and leaf.kind in ("integer", "decimal", "date", "code")
+            and not plausible(leaf, item)
+        ):
+            return False
+        found = normalize_value(item, leaf.kind, json_type=leaf.json_type)
+        if found.error is not None:
+            return False
+        canonical = found.value
+        if isinstance(canonical, str):
+            if leaf.max_length is not None and len(canonical) > leaf.max_length:
+                return False
+            if leaf.pattern is not None and not re.search(leaf.pattern, canonical):
+                return False
+    return True
+
+
+def _keep_what_fits(
+    out: dict[str, Any], obj: ObjectNode, conf: dict[str, float], printed: dict[str, str], prefix: str
+) -> bool:
+    """Empty every optional value that is not of its kind; its text goes to ``printed``.
+
+    ``False`` when a required value of ``obj`` is missing or does not fit, so that an optional parent leaves the whole
+    object out.
+    """
+    whole = True
+    for leaf in obj.fields:
+        path = f"{prefix}{leaf.key}"
+        value = out.get(leaf.key)
+        if value is None or value == [] or value == "":
+            whole = whole and not leaf.required
+            continue
+        if _fits(leaf, value):
+            continue
+        if leaf.required:
+            whole = False
+            continue
+        printed.setdefault(path, value if isinstance(value, str) else str(value))
+        out[leaf.key] = None
+        conf.pop(path, None)
+    for section in obj.sections:
+        value = out.get(section.key)
+        if not isinstance(value, dict):
+            whole = whole and (value is not None or not section.required)
+            continue
+        if (
+            not _keep_what_fits(value, section, conf, printed, f"{prefix}{section.key}.")
+            and not section.required
+        ):
+            _leave_out(out, section.key, value, conf, printed, f"{prefix}{section.key}")
+    for table in obj.tables:
+        rows = out.get(table.key)
+        if not isinstance(rows, list):
+            continue
+        fine = all(
+            _keep_what_fits(row, table, conf, printed, f"{prefix}{table.key}[{i}].")
+            for i, row in enumerate(rows)
+            if isinstance(row, dict)
+        )
+        if not fine and not table.required:  # a row whose cells are not of their kinds: not an item table
+            _leave_out(out, table.key, rows, conf, printed, f"{prefix}{table.key}")
+    return whole
+
+
+def _leave_out(
+    out: dict[str, Any], key: str, value: Any, conf: dict[str, float], printed: dict[str, str], path: str
+) -> None:
+    """Leave an optional object or table out: its texts go to ``printed``, its scores go."""
+    for leaf_path, text in _texts(value, path):
+        printed.setdefault(leaf_path, text)
+    for scored in [p for p in conf if p == path or p.startswith((f"{path}.", f"{path}["))]:
+        del conf[scored]
+    out[key] = None
+
+
+def _texts(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _texts(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in _texts(v, f"{path}[{i}]")]
+    return [] if value is None else [(path, str(value))]
 
 
 def _in_schema_order(data: dict[str, Any], node: ObjectNode) -> dict[str, Any]:

@@ -248,7 +248,12 @@ def _invoice_european(
         )
         page.skip(32)
     buyer = {k: v for k, v in data["buyer"].items() if k != "tax_id"}
-    return page.finish(), {**data, "seller": None, "buyer": {**buyer, "tax_id": None}}
+    seller = {
+        "name": data["seller"]["name"],
+        "address": data["seller"]["address"][:70].strip(),
+        "tax_id": None,
+    }
+    return page.finish(), {**data, "seller": seller, "buyer": {**buyer, "tax_id": None}}
 
 
 def _invoice_receipt(
@@ -277,7 +282,11 @@ def _invoice_receipt(
         "invoice_number": data["invoice_number"],
         "invoice_date": data["invoice_date"],
         "due_date": None,
-        "seller": None,
+        "seller": {
+            "name": data["seller"]["name"][:28].upper().strip(),
+            "address": data["seller"]["address"][:44].strip(),
+            "tax_id": None,
+        },
         "buyer": None,
         "currency": currency,
         "line_items": None,
@@ -361,7 +370,10 @@ def two_page_invoice(
                    (right, y, printed_amount(data[key], lang, currency, rng), 10, key == "total", "right")]  # fmt: skip
         y += 18
     second.append((right, 800, "2 / 2", 8, False, "right"))
-    truth = {**data, "seller": None, "buyer": {**data["buyer"], "tax_id": None}}
+    truth = {
+        **data,
+        "buyer": {**data["buyer"], "tax_id": None},
+    }  # the seller is the letterhead: name, address
     return [first, second], truth
 
 
