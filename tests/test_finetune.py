@@ -407,3 +407,84 @@ def test_fsdp_example_on_one_gpu(tiny_model, four_documents, tmp_path):
 def test_gradient_checkpointing_trains(tiny_model, four_documents, tmp_path):
     result = finetune(config(tiny_model, four_documents, tmp_path / "gc", gradient_checkpointing=True))
     assert result.metrics["global_step"] == 1 and (tmp_path / "gc" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_a_user_schema_with_a_list_of_strings_trains_extracts_and_scores(
+    tiny_model, tmp_path, fresh_registries
+):
+    # A schema nobody here shipped, with a list of plain values: trained to memorisation, extracted exactly with
+    # and without constraints, and scored item by item.
+    from PIL import Image, ImageDraw
+    from pydantic import BaseModel, Field
+
+    from invoice_vlm import evaluate, register_schema
+
+    from .conftest import COLORS
+
+    @register_schema(name="consignment_note", prompt="extract consignment note in JSON format")
+    class ConsignmentNote(BaseModel):
+        consignment: str = Field(max_length=12)
+        pieces: int = Field(ge=0, le=999)
+        lots: list[str] = Field(default_factory=list, max_length=3)
+
+    from invoice_vlm import get_schema
+
+    spec = get_schema("consignment_note")
+    documents = [
+        {"consignment": "CN-40017", "pieces": 12, "lots": ["L2291", "L2292"]},
+        {"consignment": "CN-40018", "pieces": 3, "lots": []},
+        {"consignment": "CN-40231", "pieces": 140, "lots": ["A-77"]},
+        {"consignment": "CN-41002", "pieces": 7, "lots": ["B1", "B2", "B3"]},
+    ]
+    folder = tmp_path / "data" / "train"
+    folder.mkdir(parents=True)
+    rows = []
+    for i, data in enumerate(documents):
+        image = Image.new("RGB", (320, 200), "white")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([0, 0, 320, 66], fill=COLORS[i])
+        draw.text((10, 80), f"Consignment {data['consignment']}  Pieces {data['pieces']}", fill="black")
+        draw.text((10, 110), "Lots: " + ", ".join(data["lots"]), fill="black")
+        image.save(folder / f"{i}.png")
+        rows.append({"image": f"{i}.png", "prefix": spec.prompt, "suffix": spec.dumps(data)})
+    (folder / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    memorised = stop_when_memorised(max_loss=0.02)
+    result = finetune(
+        FinetuneConfig(
+            base_model=str(tiny_model),
+            data=str(tmp_path / "data"),
+            schema="consignment_note",
+            output_dir=str(tmp_path / "out"),
+            num_train_epochs=MEMORISE_CAP,
+            learning_rate=5e-3,
+            per_device_train_batch_size=4,
+            seed=TEST_SEED,
+            logging_steps=1,
+        ),
+        callbacks=[memorised],
+    )
+    assert memorised.memorised_at is not None, "not memorised"
+    ex = InvoiceExtractor.from_pretrained(result.output_dir)
+    assert ex.schema.name == "consignment_note"
+    free = InvoiceExtractor.from_pretrained(result.output_dir, constrained=False)
+    data = load(tmp_path / "data", schema="consignment_note")["train"]
+    for row, truth in zip(data, documents, strict=True):
+        got = ex.extract(row["image"])
+        assert got.valid, got.errors
+        assert got.to_dict() == truth
+        assert free.extract(row["image"]).raw_text == got.raw_text == row["target"]
+    report = evaluate(ex, data, progress=False)
+    assert report.metrics["field_accuracy"] == 1.0 and report.metrics["schema_valid_rate"] == 1.0
+    assert report.per_field["lots"] == 1.0
+    # Scored item by item: the lots of one document in another order are still right, a missing lot is not.
+    targets = list(data["target"])
+    swapped = json.dumps({**documents[0], "lots": ["L2292", "L2291"]})
+    dropped = json.dumps({**documents[3], "lots": ["B1", "B3"]})
+    from invoice_vlm.evaluation import score
+
+    rescored = score([swapped, targets[1], targets[2], dropped], targets, "consignment_note")
+    assert rescored.per_field["lots"] < 1.0
+    assert [f["document"] for f in rescored.failures if f["field"].startswith("lots")] == [3]
