@@ -12,6 +12,11 @@ uvicorn. Endpoints:
   schema (422 with the field errors otherwise) and added to ``review_dir`` as a Roboflow-layout dataset that
   `invoice_vlm.data.load` reads and `finetune` trains on: the image under a new name and one line appended to
   ``train/annotations.jsonl``, never overwriting an earlier item.
+- ``POST /v1/validate``: a JSON body ``{"data": {...}}``, the document as a reviewer is correcting it → ``valid``,
+  ``field_errors`` and the normalised ``data``; the review page checks each correction with it as it is typed.
+- ``GET /v1/schema``: the schema's fields and kinds, ``min_confidence``, and ``form``: the whole field tree (every
+  field, nested object and list, with kind, JSON type, whether required, bounds and choices) that the review page
+  builds its form from, so a field the model left out can still be filled.
 - ``GET /``: the review page; ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded),
   ``GET /metrics`` (Prometheus: requests, latency, documents, pages, invalid results, queue depth).
 
@@ -25,6 +30,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -42,8 +48,10 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from invoice_vlm.extractor import InvoiceExtractor
+    from invoice_vlm.schemas import SchemaSpec
+    from invoice_vlm.schemas.fields import LeafField, ObjectNode
 
-__all__ = ["ServeConfig", "create_app", "review_items"]
+__all__ = ["ServeConfig", "create_app", "review_items", "schema_form"]
 
 PAGE = Path(__file__).with_name("page.html")
 _STATUS = {
@@ -80,6 +88,62 @@ class _Job:
     name: str
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+
+
+def _leaf_form(leaf: "LeafField") -> dict[str, Any]:
+    return {
+        "type": "leaf",
+        "key": leaf.key,
+        "path": leaf.path,
+        "kind": leaf.kind,
+        "json_type": leaf.json_type,
+        "required": leaf.required,
+        "many": leaf.many,
+        "max_items": leaf.max_items,
+        "max_length": leaf.max_length,
+        "choices": [getattr(choice, "value", choice) for choice in leaf.choices],
+    }
+
+
+def _object_form(node: "ObjectNode") -> dict[str, Any]:
+    children: dict[str, dict[str, Any]] = {leaf.key: _leaf_form(leaf) for leaf in node.fields}
+    children.update({section.key: _object_form(section) for section in node.sections})
+    for table in node.tables:
+        children[table.key] = {
+            "type": "table",
+            "key": table.key,
+            "path": table.path,
+            "required": table.required,
+            "item": {**_object_form(table), "required": True},
+        }
+    return {
+        "type": "object",
+        "key": node.key,
+        "path": node.path,
+        "required": node.required,
+        "fields": [children[key] for key in node.order],
+    }
+
+
+def schema_form(spec: "SchemaSpec") -> dict[str, Any]:
+    """The schema's whole field tree as plain data, for a form that shows every field whatever a model returned.
+
+    Objects carry ``fields`` in the schema's order; a list of objects is a ``table`` with its ``item`` object; a
+    leaf carries its ``kind``, ``json_type``, ``required``, ``many`` (a list of values) with ``max_items``,
+    ``max_length`` and ``choices``.
+
+    Examples:
+        >>> from invoice_vlm import get_schema
+        >>> form = schema_form(get_schema("invoice"))
+        >>> [(f["key"], f["type"]) for f in form["fields"]][:3]
+        [('invoice_number', 'leaf'), ('invoice_date', 'leaf'), ('due_date', 'leaf')]
+    """
+    return _object_form(spec.tree)
+
+
+def _same_key(given: str, expected: str) -> bool:
+    """Whether an API key matches, in time that does not depend on where the two first differ."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _needs_review(record: dict[str, Any], min_confidence: float) -> list[str]:
@@ -243,7 +307,7 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
                 "Bearer "
             )
-            if given != settings.api_key:
+            if not _same_key(given, settings.api_key):
                 response: Any = error(401, "missing or wrong API key: send it as X-API-Key or a Bearer token")
                 metrics.requests.labels(endpoint, "401").inc()
                 return response
@@ -297,9 +361,30 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    form = schema_form(extractor.schema)
+
     @app.get("/v1/schema")
     async def schema() -> dict[str, Any]:
-        return {**extractor.schema.describe(), "min_confidence": settings.min_confidence}
+        return {**extractor.schema.describe(), "min_confidence": settings.min_confidence, "form": form}
+
+    @app.post("/v1/validate")
+    async def validate(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(422, 'send JSON: {"data": {...the document...}}')
+        corrected = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(corrected, dict):
+            return error(422, 'send JSON: {"data": {...the document...}}; data must be a JSON object')
+        from invoice_vlm.parsing import finish_document
+
+        checked = finish_document(corrected, extractor.schema)
+        return {
+            "valid": checked.valid,
+            "field_errors": checked.field_errors,
+            "errors": [] if checked.valid else checked.errors,
+            "data": checked.to_dict() if checked.valid else checked.partial,
+        }
 
     @app.post("/v1/extract")
     async def extract(file: UploadFile = File(...), preview: bool = False) -> Any:  # noqa: B008
