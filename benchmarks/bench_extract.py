@@ -8,7 +8,8 @@ page (``min_new_tokens`` = ``max_new_tokens`` on both sides). The snippet is the
 ``generate`` and ``decode`` for one image at a time. Ours is `InvoiceExtractor.extract_batch` at each batch size,
 the whole path: loading pages, generating with per-token confidence, parsing, normalising and validating
 (unconstrained, since ``min_new_tokens`` forces tokens past a document's end; see bench_constrained.py for the
-grammar's cost). Every round times the snippet, then each batch size of ours and of plain batched ``generate``;
+grammar's cost; without locating values on the page, ``evidence=False``, which reads each page by OCR when it has
+no text layer). Every round times the snippet, then each batch size of ours and of plain batched ``generate``;
 the ratios are per round (drifts of a noisy machine cancel) and their medians are reported. Peak memory is the most resident memory above
 the starting point during a run (CUDA's own peak on a GPU). The last column is plain batched ``generate`` at the same
 batch size (processor, generate, batch_decode: nothing else), the ceiling for any library on this machine.
@@ -84,7 +85,7 @@ def main() -> None:
         path = build_small_model(tmp)
         settings = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
         ours = InvoiceExtractor.from_pretrained(
-            path, schema="pallet_label", generation=settings, constrained=False
+            path, schema="pallet_label", generation=settings, constrained=False, evidence=False
         )
         model, processor = ours.backend.model, ours.backend.processor  # the snippet's model, loaded once
         images = pages(args.docs)

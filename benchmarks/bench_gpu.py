@@ -158,7 +158,7 @@ def extraction_runs(model_dir: Path, args: argparse.Namespace) -> list[dict]:
 
     settings = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
     ex = InvoiceExtractor.from_pretrained(
-        model_dir, schema="pallet_label", generation=settings, constrained=False
+        model_dir, schema="pallet_label", generation=settings, constrained=False, evidence=False
     )
     rows = []
     for batch in args.batch_sizes:

@@ -83,7 +83,13 @@ def main() -> None:
         model_dir, _, _ = build(folder, FULL, "cuda")
         adapter = lora_adapter(model_dir, folder) if args.adapter else None
         images = pages(args.docs, size=FULL["image_size"])
-        common = {"adapter": adapter, "schema": "pallet_label", "generation": settings, "constrained": False}
+        common = {
+            "adapter": adapter,
+            "schema": "pallet_label",
+            "generation": settings,
+            "constrained": False,
+            "evidence": False,
+        }
         served = InvoiceExtractor.from_pretrained(
             model_dir,
             backend="vllm",

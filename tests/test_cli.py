@@ -62,6 +62,7 @@ def test_extract_with_tiny_model(capsys, tiny_model, tmp_path):
             "field_errors",
             "confidence",
             "printed",
+            "evidence",
             "raw_text",
         }
         for r in records

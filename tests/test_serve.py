@@ -49,7 +49,8 @@ def unsure_label(image, request):
 
 @pytest.fixture
 def client(tmp_path):
-    extractor = InvoiceExtractor(FakeBackend(unsure_label), "pallet_label")
+    # Blank uploads: every value would be "printed nowhere"; these tests are about the API, not evidence.
+    extractor = InvoiceExtractor(FakeBackend(unsure_label), "pallet_label", evidence=False)
     app = create_app(extractor, ServeConfig(review_dir=tmp_path / "reviews", max_upload_mb=1, max_pages=5))
     with TestClient(app) as test_client:
         yield test_client
@@ -441,6 +442,56 @@ def test_a_half_read_document_is_fully_correctable_in_the_browser(live_server, n
             ],
         }
     ]
+
+
+@pytest.mark.slow
+def test_focusing_a_field_draws_its_box_on_the_page(live_server, tmp_path):
+    pytest.importorskip("rapidocr")
+    playwright = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("needs the system's Chromium (.ci/run installs it)")
+    import numpy as np
+
+    from invoice_vlm.data.synth import generate
+
+    document = generate("pallet_label", 11)
+    upload = tmp_path / "label.png"
+    document.image.convert("RGB").save(upload)
+    shipment = document.data["shipment_id"]
+    url = live_server(InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label"), ServeConfig())
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + "/")
+        page.set_input_files("#file", str(upload))
+        page.click("#extract")
+        field = page.locator('input[data-path="shipment_id"]')
+        field.wait_for(timeout=60000)
+        assert field.input_value() == shipment
+        assert page.locator("#mark").is_hidden()
+        field.focus()
+        mark = page.locator("#mark")
+        mark.wait_for(state="visible", timeout=5000)
+        assert page.locator("#where").inner_text() == f"shipment_id: printed as \u201c{shipment}\u201d"
+        # The drawn box is the evidence's box on the displayed page, and it frames printed text.
+        image_box = page.locator("#preview").bounding_box()
+        drawn = mark.bounding_box()
+        png_bytes = page.screenshot(clip=drawn)
+        pixels = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("L"), dtype=float)
+        inner = pixels[3:-3, 3:-3]  # inside the 2-pixel border
+        assert (inner < 100).mean() > 0.03 and (
+            inner > 180
+        ).mean() > 0.2  # ink on paper: the value's characters
+        browser.close()
+    import httpx
+
+    files = {"file": ("label.png", upload.read_bytes(), "image/png")}
+    record = httpx.post(url + "/v1/extract", files=files, timeout=60).json()["results"][0]
+    x0, y0, x1, y1 = record["evidence"]["shipment_id"]["box"]
+    assert drawn["x"] == pytest.approx(image_box["x"] + x0 * image_box["width"], abs=2)
+    assert drawn["y"] == pytest.approx(image_box["y"] + y0 * image_box["height"], abs=2)
+    assert drawn["width"] == pytest.approx((x1 - x0) * image_box["width"], abs=2)
+    assert drawn["height"] == pytest.approx((y1 - y0) * image_box["height"], abs=2)
 
 
 @pytest.mark.slow

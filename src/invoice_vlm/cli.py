@@ -127,6 +127,7 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "dtype": args.dtype,
         "constrained": args.constrained,
+        "evidence": args.evidence,
         "generation": {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else None,
     }
 
@@ -308,6 +309,14 @@ def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False
         default=None,
         help="constrain decoding to the schema, so every output parses and fits it (default: on when the "
         "'constrained' extra is installed and decoding is greedy, or what the model directory saved)",
+    )
+    p.add_argument(
+        "--evidence",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="locate each value on its page (page and box in the output's 'evidence'; a value printed nowhere is "
+        "flagged). Default: where the page's text is at hand: the ocr backend's words, a PDF's text layer, or OCR "
+        "of the page when the 'ocr' extra is installed (about a second a page on a CPU)",
     )
     p.add_argument(
         "--max-new-tokens",

@@ -27,7 +27,7 @@ __all__ = ["COLUMNS", "ExtractActor", "extract_files", "list_sources"]
 
 COLUMNS = (*Extraction.from_error("").to_record(), "error")
 """The columns of every row; nested values are JSON strings (Parquet needs one type per column)."""
-_JSON = ("data", "partial", "errors", "field_errors", "confidence", "printed")
+_JSON = ("data", "partial", "errors", "field_errors", "confidence", "printed", "evidence")
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pdf"}
 
 

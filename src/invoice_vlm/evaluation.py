@@ -8,6 +8,7 @@ with the document, the field, what was expected and what came back.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Sequence
@@ -285,7 +286,10 @@ def evaluate(
     targets = list(dataset["target"])
     sources = [getattr(img, "filename", None) or f"{split}[{i}]" for i, img in enumerate(images)]
     sources = [Path(s).name if s and not s.startswith(f"{split}[") else s for s in sources]
-    results = extractor.extract_batch(images, batch_size=batch_size, progress=progress)
+    # Scores need no evidence: the pages are not read again by OCR to locate the values.
+    scoring = copy.copy(extractor)
+    scoring.evidence = False
+    results = scoring.extract_batch(images, batch_size=batch_size, progress=progress)
     info = {
         "backend": extractor.backend_name,
         "prompt": extractor.prompt,

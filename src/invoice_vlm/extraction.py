@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from invoice_vlm.evidence import Evidence
+
 __all__ = ["Extraction"]
 
 
@@ -32,6 +34,10 @@ class Extraction:
         unreadable: true when the document could not be read at all (the file could not be opened, a needed extra
             is missing, the backend failed on it): nothing was extracted and ``errors`` says why. False for a
             document that was read but whose result is invalid (``valid`` is false, ``partial`` shows what was read).
+        evidence: leaf path -> where the value was read (`invoice_vlm.evidence.Evidence`: page, box in 0-1
+            coordinates, the printed text, a match score), or ``found=False`` for a value printed nowhere on the
+            page (a hint that the model invented it). Empty when the page's text was not available (see
+            ``evidence=`` of `InvoiceExtractor`).
     """
 
     data: BaseModel | None
@@ -44,6 +50,19 @@ class Extraction:
     field_errors: dict[str, str] = field(default_factory=dict)
     printed: dict[str, str] = field(default_factory=dict)
     unreadable: bool = False
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+
+    def needs_review(self, min_confidence: float = 0.8) -> list[str]:
+        """Leaf paths a person should check: below ``min_confidence``, failing the schema, or found nowhere on the page.
+
+        Examples:
+            >>> Extraction(None, "", False, confidence={"total": 0.5, "number": 0.99}).needs_review()
+            ['total']
+        """
+        flagged = {path for path, score in self.confidence.items() if score < min_confidence}
+        flagged |= set(self.field_errors)
+        flagged |= {path for path, where in self.evidence.items() if not where.found}
+        return sorted(flagged)
 
     def to_dict(self) -> dict[str, Any]:
         """The extracted JSON object, or ``{}`` when the result is not valid."""
@@ -63,6 +82,7 @@ class Extraction:
             "field_errors": dict(self.field_errors),
             "confidence": dict(self.confidence),
             "printed": dict(self.printed),
+            "evidence": {path: where.to_dict() for path, where in self.evidence.items()},
             "raw_text": self.raw_text,
         }
 

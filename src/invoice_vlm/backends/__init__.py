@@ -37,6 +37,7 @@ from invoice_vlm.registry import BACKEND_GROUP, Registry
 if TYPE_CHECKING:
     from PIL import Image
 
+    from invoice_vlm.evidence import Word
     from invoice_vlm.schemas import SchemaSpec
 
 __all__ = [
@@ -93,6 +94,9 @@ class Generation:
         num_tokens: how many tokens a decoder generated for it (end-of-sequence excluded), when it counts them.
         printed: leaf path -> text the backend saw for a field but did not take (not of the field's kind), kept in
             `Extraction.printed` so a reviewer sees it.
+        words: the page's words with their boxes (`invoice_vlm.evidence.Word`, 0-1 coordinates of the image the
+            backend was given), when the backend read them (the OCR backend does); the extractor locates each value
+            among them (`Extraction.evidence`) instead of reading the page again.
     """
 
     text: str | None = None
@@ -101,6 +105,7 @@ class Generation:
     field_confidence: Mapping[str, float] | None = None
     num_tokens: int | None = None
     printed: Mapping[str, str] | None = None
+    words: Sequence[Word] | None = None
 
     def __post_init__(self) -> None:
         if self.text is None and self.data is None:

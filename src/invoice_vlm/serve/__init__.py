@@ -4,8 +4,8 @@
 uvicorn. Endpoints:
 
 - ``POST /v1/extract``: a multipart upload (field ``file``: an image or a PDF) → the record ``invoice-vlm extract``
-  writes, plus ``needs_review`` (field paths below ``min_confidence`` or with a field error). Content is sniffed, never
-  trusted: 413 for an upload or page too large or too many pages, 415 for a file that is no image or PDF, 422 for a
+  writes, plus ``needs_review`` (field paths below ``min_confidence``, with a field error, or found nowhere on the
+  page). Content is sniffed, never trusted: 413 for an upload or page too large or too many pages, 415 for a file that is no image or PDF, 422 for a
   broken one; 503 with ``Retry-After`` when the queue is full; 504 past the per-request timeout; 401 without the API
   key when one is set. The service never fetches a URL a client names.
 - ``POST /v1/review``: the same file and the corrected document (field ``data``, JSON); validated against the
@@ -146,12 +146,6 @@ def _same_key(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _needs_review(record: dict[str, Any], min_confidence: float) -> list[str]:
-    flagged = {path for path, score in record["confidence"].items() if score < min_confidence}
-    flagged |= set(record["field_errors"])
-    return sorted(flagged)
-
-
 class _Worker:
     """The one thread that runs the model: takes jobs, batches them, answers each its own results."""
 
@@ -194,14 +188,23 @@ class _Worker:
             )
         except Exception as exc:  # a bug in a backend: every waiting request hears of it
             for job in batch:
-                job.loop.call_soon_threadsafe(_settle, job.future, exc)
+                _answer_job(job, exc)
             return
         for job, results in zip(batch, outputs, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, results)
+            _answer_job(job, results)
 
     def stop(self) -> None:
         with contextlib.suppress(queue.Full):
             self.jobs.put_nowait(None)
+
+
+def _answer_job(job: _Job, value: Any) -> None:
+    """Hand a request its results, unless its event loop has closed (the server is stopping).
+
+    The model's thread must live on to answer the other requests.
+    """
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(_settle, job.future, value)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
@@ -403,7 +406,7 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         records = []
         for result in results:
             record = result.to_record()
-            record["needs_review"] = _needs_review(record, settings.min_confidence)
+            record["needs_review"] = result.needs_review(settings.min_confidence)
             records.append(record)
             metrics.invalid.inc(0 if result.valid else 1)
         metrics.documents.inc()

