@@ -488,3 +488,48 @@ def test_a_user_schema_with_a_list_of_strings_trains_extracts_and_scores(
     rescored = score([swapped, targets[1], targets[2], dropped], targets, "consignment_note")
     assert rescored.per_field["lots"] < 1.0
     assert [f["document"] for f in rescored.failures if f["field"].startswith("lots")] == [3]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_answer_only_logits_give_the_loss_and_gradients_of_every_positions_logits(
+    tiny_model, four_documents, tmp_path
+):
+    # The first step of two runs from the same seed on the same batch: the output layer on the target positions
+    # only (the default) and on every position. Loss to 1e-5 relative, gradients to 1e-4 relative (float32 sums in
+    # another order), and the same token accuracy.
+    from transformers import TrainerCallback
+
+    class FirstGradients(TrainerCallback):
+        def __init__(self):
+            self.grads = {}
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = {
+                name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None
+            }
+            control.should_training_stop = True
+
+    runs = {}
+    for answer_only in (True, False):
+        seen = FirstGradients()
+        result = finetune(
+            config(
+                tiny_model,
+                four_documents,
+                tmp_path / f"out{answer_only}",
+                logging_steps=1,
+                answer_only_logits=answer_only,
+            ),
+            callbacks=[seen],
+        )
+        log = json.loads((result.output_dir / "training_log.json").read_text())
+        first = next(entry for entry in log if "loss" in entry)
+        runs[answer_only] = (first, seen.grads)
+    (fused_log, fused), (full_log, full) = runs[True], runs[False]
+    assert fused_log["loss"] == pytest.approx(full_log["loss"], rel=1e-5)
+    assert fused_log["mean_token_accuracy"] == pytest.approx(full_log["mean_token_accuracy"])
+    assert fused.keys() == full.keys() and len(fused) > 0
+    assert any(g.abs().sum() > 0 for g in fused.values())
+    for name, grad in fused.items():
+        torch.testing.assert_close(grad, full[name], rtol=1e-4, atol=1e-7, msg=name)

@@ -108,6 +108,14 @@ class FinetuneConfig:
     eval_max_documents: int | None = field(
         default=64, metadata={"help": "Validation documents generated at each evaluation (all when empty)."}
     )
+    answer_only_logits: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the output layer only where the loss is taken (the target's tokens), not on the image and "
+            "prompt tokens, whose logits are thrown away: the same loss and gradients, less compute and memory. "
+            "False computes every position's logits, as a plain forward does."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed for initialisation and data order."})
     resume_from_checkpoint: str | None = field(

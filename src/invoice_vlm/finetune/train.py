@@ -203,9 +203,67 @@ def _trainer_class() -> Any:
             if not self._guarded and model.training:
                 check_batch(inputs, self.invoice["processor"], self.invoice["prompt"], truncated)
                 self._guarded = True
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            if self.invoice["answer_only_logits"]:
+                return self._answer_only_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self._full_logits_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        def _answer_only_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool, num_items_in_batch: Any
+        ) -> Any:
+            """The loss with the output layer run only where it is taken: the positions whose next label is a target.
+
+            The model's own forward (through PEFT and any DDP/FSDP wrapper) with a boolean ``logits_to_keep``:
+            its logits are one row per target token, in one matrix product, nothing computed twice.
+            """
+            import torch
+            import torch.nn.functional as F
+
+            labels = inputs["labels"]
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != -100
+            model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
+            targets = labels[:, 1:][keep[:, :-1]]
+            logits = outputs.logits.float()
+            count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
+            loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            self._log_token_metrics(model, inputs, logits, targets)
+            return (loss, outputs) if return_outputs else loss
+
+        def _full_logits_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool, num_items_in_batch: Any
+        ) -> Any:
+            """The loss from every position's logits (a plain forward)."""
+            from transformers import Trainer
+
+            inputs["use_cache"] = False
+            loss, outputs = Trainer.compute_loss(
+                self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
             )
+            inputs.pop("use_cache")
+            labels = inputs["labels"][:, 1:]
+            mask = labels != -100
+            self._log_token_metrics(model, inputs, outputs.logits[:, :-1][mask].float(), labels[mask])
+            return (loss, outputs) if return_outputs else loss
+
+        def _log_token_metrics(self, model: Any, inputs: dict[str, Any], logits: Any, targets: Any) -> None:
+            """TRL's metrics from the target positions' logits: token accuracy, entropy, tokens seen."""
+            import torch
+
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                logp = logits.detach().log_softmax(-1)
+                gather = self.accelerator.gather_for_metrics
+                valid = gather(torch.as_tensor(targets.numel(), device=logits.device)).sum()
+                correct = gather((logp.argmax(-1) == targets).sum()).sum()
+                entropy = gather(-(logp.exp() * logp).sum(-1).sum()).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+            self._metrics[mode]["entropy"].append((entropy / valid).item() if valid > 0 else 0.0)
+            if mode == "train" and "attention_mask" in inputs:
+                self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
         def evaluate(
             self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
@@ -376,6 +434,7 @@ def finetune(
         "constrained": None if constrainable else False,
         "eval_max_documents": config.eval_max_documents,
         "batch_size": config.per_device_train_batch_size,
+        "answer_only_logits": config.answer_only_logits,
     }
     callbacks = list(callbacks or [])
     if config.early_stopping_patience:
