@@ -47,8 +47,9 @@ def config(tiny_model, data, out, **kw):
 
 
 MEMORISE_CAP = 1000
-"""Most steps a memorisation run may take (the learning rate decays to zero there); runs here memorise the four
-documents in about 250 to 450 steps with any seed or thread count."""
+"""Most steps a memorisation run may take (the learning rate decays to zero there); without LoRA dropout, runs here
+memorise the four documents in about 120 to 140 steps with any seed or thread count (with dropout, the training
+accuracy the stop rule reads flickered, and one seed did not settle in 1,000 steps)."""
 
 
 @pytest.mark.slow
@@ -64,6 +65,7 @@ def test_end_to_end_memorizes_four_documents(tiny_model, four_documents, tmp_pat
             tmp_path / "out",
             num_train_epochs=MEMORISE_CAP,
             logging_steps=1,
+            lora_dropout=0.0,  # the stop rule reads training-mode token accuracy: no dropout flicker in it
         ),
         callbacks=[memorised],
     )
@@ -463,6 +465,7 @@ def test_a_user_schema_with_a_list_of_strings_trains_extracts_and_scores(
             per_device_train_batch_size=4,
             seed=TEST_SEED,
             logging_steps=1,
+            lora_dropout=0.0,
         ),
         callbacks=[memorised],
     )
