@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from invoice_vlm._text import similarity
 from invoice_vlm.schemas import SchemaSpec
 from invoice_vlm.schemas.fields import LeafField
 
@@ -202,39 +203,27 @@ def _key(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
 
-def _same_number(text: str, value: Any, whole: bool) -> bool:
-    from invoice_vlm.normalize import normalize_amount
+def _reads_as(text: str, kind: str, value: Any) -> bool:
+    """Whether printed ``text`` normalises to ``value`` for its kind.
 
-    try:
-        wanted = Decimal(str(value))
-    except InvalidOperation:
-        return False
-    cleaned = text
-    if whole:
-        cleaned = re.sub(r"(?<=\d)[.,'\u2019 ](?=\d{3}\b)", "", cleaned)
-    amount, _ = normalize_amount(cleaned)
-    return amount is not None and amount == wanted
+    The normaliser's own reading, so every printed form it accepts is found; a numeric date in any order (the page
+    may be day- or month-first).
+    """
+    from invoice_vlm.normalize import normalize_value
 
-
-def _same_date(text: str, value: Any) -> bool:
-    from invoice_vlm.normalize import normalize_date
-
-    if not any(c.isdigit() for c in text):
-        return False
-    wanted = str(value)
-    return any(
-        (day := normalize_date(text, order)) is not None and day.isoformat() == wanted
-        for order in ("DMY", "MDY", "YMD")
-    )
-
-
-def _same_currency(text: str, value: Any) -> bool:
-    from invoice_vlm.normalize import normalize_amount, normalize_currency
-
-    code = normalize_currency(text)
-    if code is None and any(c.isdigit() for c in text):
-        code = normalize_amount(text)[1]
-    return code == str(value).upper()
+    for order in ("DMY", "MDY", "YMD") if kind == "date" else (None,):
+        read = normalize_value(text, kind, date_order=order)
+        if read.error is not None or read.value is None:
+            continue
+        if kind in ("integer", "decimal"):
+            try:
+                if Decimal(str(read.value)) == Decimal(str(value)):
+                    return True
+            except InvalidOperation:
+                return False
+        elif str(read.value) == (str(value).upper() if kind == "currency" else str(value)):
+            return True
+    return False
 
 
 _TYPED = ("integer", "decimal", "date", "currency")
@@ -254,15 +243,14 @@ class _Locator:
         exact: list[_Span] = []
         if printed and _key(printed):
             exact = [s for s in spans if _key(s.text) == _key(printed)]
-        if not exact and kind in ("integer", "decimal"):
-            whole = kind == "integer"
+        if not exact and kind in _TYPED:
+            # Digits are needed for an amount or a date; a currency may be a sign or a code beside its amount.
             exact = [
-                s for s in spans if any(c.isdigit() for c in s.text) and _same_number(s.text, value, whole)
+                s
+                for s in spans
+                if (len(s.text) <= 24 if kind == "currency" else any(c.isdigit() for c in s.text))
+                and _reads_as(s.text, kind, value)
             ]
-        elif not exact and kind == "date":
-            exact = [s for s in spans if _same_date(s.text, value)]
-        elif not exact and kind == "currency":
-            exact = [s for s in spans if len(s.text) <= 24 and _same_currency(s.text, value)]
         elif not exact:
             wanted = _key(str(value))
             exact = [s for s in spans if wanted and _key(s.text) == wanted]
@@ -329,8 +317,6 @@ class _Locator:
 
     def _similar(self, value: str, item: str, kind: str) -> Evidence:
         """A text value by similarity; a value printed over several lines (an address) part by part."""
-        from rapidfuzz import fuzz
-
         wanted = _key(value)
         if not wanted:
             return Evidence(False)
@@ -339,7 +325,7 @@ class _Locator:
             got = _key(span.text)
             if not got or not 0.5 * len(wanted) <= len(got) <= 1.5 * len(wanted):
                 continue
-            score = fuzz.ratio(got, wanted) / 100
+            score = similarity(got, wanted)
             if best is None or score > best[0] or (score == best[0] and len(span.text) < len(best[1].text)):
                 best = (score, span)
         parts = [p for p in re.split(r"\s*[,\n]\s*", value) if _key(p)]
@@ -368,11 +354,9 @@ class _Locator:
         return self._take(span, score, item, kind)
 
     def _part(self, part: str) -> tuple[float, _Span] | None:
-        from rapidfuzz import fuzz
-
         wanted = _key(part)
         scored = [
-            (1.0 if _key(s.text) == wanted else fuzz.ratio(_key(s.text), wanted) / 100, s)
+            (similarity(_key(s.text), wanted), s)
             for s in self.page.spans
             if 0.5 * len(wanted) <= len(_key(s.text)) <= 1.5 * len(wanted)
         ]
