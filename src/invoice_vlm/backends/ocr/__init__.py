@@ -123,12 +123,18 @@ class OCRBackend:
 
     def words(self, image: Image.Image) -> list[Word]:
         """The page's words with their boxes in 0-1 coordinates of ``image``: its text layer, else OCR."""
+        return self._page(image)[1]
+
+    def _page(self, image: Image.Image) -> tuple[list[Box], list[Word], Image.Image | None]:
+        """The page's boxes, its words, and the upright page that OCR read (``None`` when read from a text layer)."""
         boxes = self.text_layer(image)
         if boxes is not None:
-            return page_words(boxes, image.width, image.height, 0)
+            return boxes, page_words(boxes, image.width, image.height, 0), None
         angle = self.angle(image)
         page = image.rotate(angle, expand=True) if angle else image
-        return page_words(self.read(page), page.width, page.height, angle)
+        boxes = self.read(page)
+        # Words before the reader marks boxes used.
+        return boxes, page_words(boxes, page.width, page.height, angle), page
 
     @staticmethod
     def text_layer(image: Image.Image) -> list[Box] | None:
@@ -183,18 +189,9 @@ class OCRBackend:
         """Read each image into the request's schema: the data itself, with each value's OCR score as confidence."""
         outputs = []
         for image in images:
-            boxes = self.text_layer(image)
-            if boxes is not None:
-                words = page_words(boxes, image.width, image.height, 0)
-                reading = read_layout(boxes, request.schema)
-            else:
-                angle = self.angle(image)
-                page = image.rotate(angle, expand=True) if angle else image
-                boxes = self.read(page)
-                words = page_words(
-                    boxes, page.width, page.height, angle
-                )  # before the reader marks boxes used
-                reading = read_layout(boxes, request.schema, self._region_reader(page))
+            boxes, words, page = self._page(image)
+            reader = self._region_reader(page) if page is not None else None
+            reading = read_layout(boxes, request.schema, reader)
             # A value the reader gave no score is printed syntax (1.0); an empty field carries no confidence.
             scores = {path: reading.confidence.get(path, 1.0) for path in _leaf_paths(reading.data)}
             outputs.append(
