@@ -254,11 +254,15 @@ def _trainer_class() -> Any:
 
             mode = "train" if model.training else "eval"
             with torch.no_grad():
-                logp = logits.detach().log_softmax(-1)
                 gather = self.accelerator.gather_for_metrics
                 valid = gather(torch.as_tensor(targets.numel(), device=logits.device)).sum()
-                correct = gather((logp.argmax(-1) == targets).sum()).sum()
-                entropy = gather(-(logp.exp() * logp).sum(-1).sum()).sum()
+                correct = gather((logits.argmax(-1) == targets).sum()).sum()
+                # In slices of rows: a second (positions x vocabulary) tensor would double the logits' memory.
+                entropy = logits.new_zeros(())
+                for rows in logits.detach().split(256):
+                    logp = rows.log_softmax(-1)
+                    entropy -= (logp.exp() * logp).sum()
+                entropy = gather(entropy).sum()
             self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
             self._metrics[mode]["entropy"].append((entropy / valid).item() if valid > 0 else 0.0)
             if mode == "train" and "attention_mask" in inputs:
