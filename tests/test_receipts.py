@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow  # the OCR engine end to end
 
 pytest.importorskip("rapidocr")
 synth = pytest.importorskip("invoice_vlm.data.synth")
-from tests.test_generalisation import Sheet, sheet_pdf  # noqa: E402  (after the skips: it needs the generator too)
+from tests.test_generalisation import _MONTHS_FR, Sheet, sheet_pdf  # noqa: E402  (after the skips: it needs the generator too)
 
 KEYS = ("seller.name", "seller.address", "invoice_number", "invoice_date", "total", "currency")
 PER_KIND = int(os.environ.get("INVOICE_VLM_RECEIPTS_PER_KIND", "3"))
@@ -362,20 +362,6 @@ def french_utility_bill(rng: random.Random) -> tuple[Image.Image, dict]:
     tva = round(ht * 0.2, 2)
     total = round(ht + tva, 2)
     number = f"{rng.randint(2020, 2024)}-{rng.randint(100000, 999999)}"
-    months = [
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    ]
     day, month = rng.randint(1, 28), rng.randint(2, 12)
     truth = {
         "invoice_number": number,
@@ -397,7 +383,7 @@ def french_utility_bill(rng: random.Random) -> tuple[Image.Image, dict]:
     s.text(40, 142, f"N° TVA FR{rng.randint(10, 99)}{rng.randint(10**8, 10**9 - 1)}", 16)
     s.text(40, 200, "FACTURE", 26, bold=True)
     s.text(40, 250, f"N° de facture : {number}", 17)
-    s.text(40, 278, f"Date de facture : {day} {months[month - 1]} 2024", 17)
+    s.text(40, 278, f"Date de facture : {day} {_MONTHS_FR[month - 1]} 2024", 17)
     s.text(40, 306, f"Période de consommation du 01/{month - 1:02d}/2024 au 28/{month - 1:02d}/2024", 17)
     s.text(40, 334, f"Date limite de paiement : {day:02d}/{min(month + 1, 12):02d}/2024", 17)
     y = 400
