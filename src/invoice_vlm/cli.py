@@ -300,7 +300,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False
         required=schema_required,
         help="registered schema name, see: invoice-vlm schemas (default: the one a saved --model directory names)",
     )
-    p.add_argument("--backend", "-b", help="registered backend name (default: paligemma, or the saved one)")
+    p.add_argument("--backend", "-b", help="registered backend name (default: transformers, which reads the model's family from its config.json; or the saved one)")
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available, else cpu)")
     p.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on cuda, else float32)")
     p.add_argument(

@@ -30,13 +30,14 @@ from invoice_vlm.errors import (
 )
 from invoice_vlm.evidence import Word, locate, words_from_boxes
 from invoice_vlm.extraction import Extraction
+from invoice_vlm.families import Family
 from invoice_vlm.inputs import TEXT_LAYER, Document, describe_source, load_pages
 from invoice_vlm.parsing import finish_document, merge_pages, read_output
 from invoice_vlm.schemas import SchemaSpec, get_schema, resolve_schema
 
 __all__ = ["InvoiceExtractor"]
 
-DEFAULT_BACKEND = "paligemma"
+DEFAULT_BACKEND = "transformers"
 _PENDING: Any = object()
 
 
@@ -176,7 +177,7 @@ class InvoiceExtractor:
             if settings.constrained:
                 raise ConfigError(
                     f"constrained decoding was asked for, but backend {self.backend_name!r} cannot constrain its "
-                    "output here. The paligemma backend needs the 'constrained' extra (pip install "
+                    "output here. The transformers backend needs the 'constrained' extra (pip install "
                     "'invoice-vlm[constrained]', which brings xgrammar); or pass constrained=False "
                     "(--no-constrained).",
                     key="constrained",
@@ -227,7 +228,8 @@ class InvoiceExtractor:
                 Optional for backends with a default model.
             adapter: PEFT adapter id or directory to apply to ``model``.
             schema: registered name or `SchemaSpec`; required unless a saved directory supplies it.
-            backend: registered backend name (``"paligemma"`` by default).
+            backend: registered backend name (``"transformers"`` by default: every model family in
+                `invoice_vlm.families`, picked from the model's ``config.json``).
             device: ``"cuda"``, ``"cpu"``...; auto when ``None`` (CUDA when present).
             dtype: ``"bfloat16"``, ``"float32"``...; auto when ``None`` (bfloat16 on CUDA, else float32).
             prompt: override the schema's prompt (only to match how a model was trained).
@@ -291,6 +293,8 @@ class InvoiceExtractor:
         loaded = factory.from_pretrained(
             model, adapter=adapter, device=device, dtype=dtype, **backend_options
         )
+        if backend is None and isinstance(getattr(loaded, "family", None), Family):
+            backend_name = loaded.family.backend  # PaliGemma keeps saving as "paligemma", as earlier releases did
         return cls(
             loaded,
             spec,

@@ -1,7 +1,9 @@
 """Helpers for testing code that uses invoice_vlm, offline and on CPU.
 
-- `build_tiny_paligemma` builds a tiny random PaliGemma with a tokenizer trained on the spot, saved in the standard
-  Hugging Face layout; the real loading, generation and training code runs on it unchanged.
+- `build_tiny_model` builds a tiny random model of a family (`build_tiny_paligemma`, `build_tiny_idefics3`,
+  `build_tiny_gemma3`) with a tokenizer trained on the spot carrying the family's special tokens and chat template,
+  and the family's real processor class, saved in the standard Hugging Face layout; the real loading, generation and
+  training code runs on it unchanged.
 - `FakeBackend` returns texts you give it, for testing your own pipeline without a model.
 - `stop_when_memorised` ends a training run once its documents are memorised, so a memorisation test asserts what
   it means on every machine instead of hinging on the loss a fixed step count reaches.
@@ -27,7 +29,16 @@ from invoice_vlm.schemas import LeafField, SchemaSpec, list_schemas, resolve_sch
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["FakeBackend", "build_tiny_paligemma", "stop_when_memorised", "tokenizer_corpus"]
+__all__ = [
+    "TINY_BUILDERS",
+    "FakeBackend",
+    "build_tiny_gemma3",
+    "build_tiny_idefics3",
+    "build_tiny_model",
+    "build_tiny_paligemma",
+    "stop_when_memorised",
+    "tokenizer_corpus",
+]
 
 _WORDS = (
     "ROLL OF METAL WIRE STEEL PIPE COPPER SHEET PLASTIC BOX CARTON BOTTLE WATER JUICE PAPER TOWEL TISSUE SOAP "
@@ -104,6 +115,47 @@ def tokenizer_corpus(
     yield " ".join(_WORDS)
 
 
+
+def _tiny_tokenizer(
+    vocab_size: int,
+    schemas: Sequence[str | SchemaSpec] | None,
+    extra_specials: Sequence[str] = (),
+    **named_tokens: Any,
+) -> Any:
+    """A byte-fallback BPE in Gemma's layout trained on the schemas' prompts and JSON, digits single tokens.
+
+    ``extra_specials`` are a family's special tokens (image, turn markers); ``named_tokens`` name some of them as
+    the processor asks for them (``boi_token="<start_of_image>"``).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *extra_specials]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(pattern="▁", behavior="merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    alphabet = sorted(  # "\n" is a token of its own, as in Gemma's vocabulary (the prompt ends with one)
+        set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]\":,.-/#()'&%+*_@\n")
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size + len(specials) + len(byte_tokens),
+        special_tokens=specials + byte_tokens,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
+    model_json = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    extra = {"extra_special_tokens": dict(named_tokens)} if named_tokens else {}
+    return GemmaTokenizer(vocab=model_json["vocab"], merges=merges, **extra)
+
+
 def build_tiny_paligemma(
     path: str | Path,
     seed: int = 0,
@@ -145,40 +197,12 @@ def build_tiny_paligemma(
         ``path`` as a `Path`.
     """
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import (
-        GemmaTokenizer,
-        PaliGemmaConfig,
-        PaliGemmaForConditionalGeneration,
-        PaliGemmaProcessor,
-    )
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    bpe.normalizer = normalizers.Replace(" ", "▁")
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(pattern="▁", behavior="merged_with_previous"),
-            pre_tokenizers.Digits(individual_digits=True),
-        ]
-    )
-    alphabet = sorted(  # "\n" is a token of its own, as in Gemma's vocabulary (the prompt ends with one)
-        set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}[]\":,.-/#()'&%+*_@\n")
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size + len(specials) + len(byte_tokens),
-        special_tokens=specials + byte_tokens,
-        initial_alphabet=alphabet,
-        show_progress=False,
-    )
-    bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
-    model_json = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
-    tokenizer = GemmaTokenizer(vocab=model_json["vocab"], merges=merges)
+    tokenizer = _tiny_tokenizer(vocab_size, schemas)
 
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     image_processor.image_seq_length = (image_size // patch_size) ** 2
@@ -223,6 +247,212 @@ def build_tiny_paligemma(
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
     return out
+
+
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+"""SmolVLM's chat template (Idefics3's layout): ``<|im_start|>User:<image>prompt<end_of_utterance>\nAssistant:``."""
+
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma 3's chat template, reduced to user turns with an image and text."""
+
+
+def _text_config(
+    model_type: str | None,
+    tokenizer: Any,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    initializer_range: float,
+) -> dict[str, Any]:
+    config = {
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": 1,
+        "head_dim": hidden_size // num_heads,
+        "vocab_size": len(tokenizer),
+        "initializer_range": initializer_range,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if model_type is not None:
+        config["model_type"] = model_type
+    return config
+
+
+def _vision_config(image_size: int, patch_size: int, hidden_size: int, layers: int) -> dict[str, Any]:
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+
+
+def build_tiny_idefics3(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    image_size: int = 64,
+    patch_size: int = 16,
+    max_edge: int = 128,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    vocab_size: int = 700,
+    num_heads: int = 2,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 1,
+    initializer_range: float = 0.3,
+    schemas: Sequence[str | SchemaSpec] | None = None,
+) -> Path:
+    """Build a tiny random Idefics3 (SmolVLM's architecture), fully offline, and save it at ``path``.
+
+    The real ``Idefics3Processor`` with SmolVLM's chat template and special tokens (``<image>``,
+    ``<fake_token_around_image>``, ``<global-img>``, the tile tokens, ``<end_of_utterance>``): a page is cut into
+    ``image_size`` tiles up to ``max_edge`` pixels plus the whole page, so documents of different shapes give
+    prompts of different lengths, as with the real model. Arguments as `build_tiny_paligemma`.
+    """
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    specials = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *tiles]
+    tokenizer = _tiny_tokenizer(vocab_size, schemas, specials)
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": max_edge}, max_image_size={"longest_edge": image_size}
+    )
+    scale = 2
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch_size) ** 2 // scale**2,
+        chat_template=IDEFICS3_CHAT_TEMPLATE,
+    )
+    config = Idefics3Config(
+        vision_config=_vision_config(image_size, patch_size, vision_hidden_size, vision_layers),
+        text_config=_text_config("llama", tokenizer, hidden_size, num_layers, num_heads, initializer_range),
+        scale_factor=scale,
+        image_token_id=processor.image_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    return _save_tiny(model, processor, tokenizer, out, "<end_of_utterance>")
+
+
+def build_tiny_gemma3(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    image_size: int = 64,
+    patch_size: int = 16,
+    tokens_per_image: int = 4,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    vocab_size: int = 700,
+    num_heads: int = 2,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 1,
+    initializer_range: float = 0.1,
+    schemas: Sequence[str | SchemaSpec] | None = None,
+) -> Path:
+    """Build a tiny random Gemma 3 (image-text), fully offline, and save it at ``path``.
+
+    The real ``Gemma3Processor`` with Gemma 3's chat template and image tokens (``<start_of_image>``,
+    ``<image_soft_token>``, ``<end_of_image>``), the image pooled to ``tokens_per_image`` tokens; image tokens attend
+    to each other both ways (``token_type_ids``), as in the real model. Arguments as `build_tiny_paligemma`, except
+    that the weights start at ``initializer_range=0.1``: Gemma 3's scaled embeddings and extra norms make 0.3 start at
+    a loss of 32.
+    """
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tokenizer = _tiny_tokenizer(
+        vocab_size,
+        schemas,
+        specials,
+        boi_token="<start_of_image>",
+        eoi_token="<end_of_image>",
+        image_token="<image_soft_token>",
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        image_seq_length=tokens_per_image,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+    )
+    vision = {**_vision_config(image_size, patch_size, vision_hidden_size, vision_layers), "vision_use_head": False}
+    text = _text_config(None, tokenizer, hidden_size, num_layers, num_heads, initializer_range)
+    config = Gemma3Config(
+        vision_config=vision,
+        text_config={**text, "sliding_window": 512},
+        mm_tokens_per_image=tokens_per_image,
+        image_token_index=tokenizer.image_token_id,
+        boi_token_index=tokenizer.boi_token_id,
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # transformers starts the projector at zero (checkpoints overwrite it): give it weights
+        projector = model.model.multi_modal_projector.mm_input_projection_weight
+        projector.normal_(0.0, vision_hidden_size**-0.5)
+    return _save_tiny(model, processor, tokenizer, out, "<end_of_turn>")
+
+
+def _save_tiny(model: Any, processor: Any, tokenizer: Any, out: Path, end_token: str) -> Path:
+    """Save a tiny chat model whose generation stops at its end-of-turn token, as the real checkpoints do."""
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(end_token), tokenizer.eos_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    return out
+
+
+TINY_BUILDERS: dict[str, Callable[..., Path]] = {
+    "paligemma": build_tiny_paligemma,
+    "idefics3": build_tiny_idefics3,
+    "gemma3": build_tiny_gemma3,
+}
+"""A tiny random model builder for each family in `invoice_vlm.families`."""
+
+
+def build_tiny_model(family: str, path: str | Path, seed: int = 0, **sizes: Any) -> Path:
+    """Build a tiny random model of ``family`` at ``path`` (see the family's own builder for ``sizes``).
+
+    Raises:
+        ValueError: no builder for that family.
+    """
+    try:
+        builder = TINY_BUILDERS[family]
+    except KeyError:
+        raise ValueError(f"No tiny model builder for family {family!r}; known: {', '.join(TINY_BUILDERS)}.") from None
+    return builder(path, seed, **sizes)
 
 
 Response = (

@@ -246,8 +246,8 @@ class VLLMBackend:
     """
 
     name = "vllm"
-    model_format = "paligemma"
-    """Reads and writes the ``paligemma`` backend's directories, so a model moves between the two unchanged."""
+    model_format = "transformers"
+    """Reads and writes the transformers (and paligemma) backend's directories, so a model moves between them unchanged."""
 
     def __init__(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from invoice_vlm.config import package_version
+from invoice_vlm.families import Family
 from invoice_vlm.schemas import SchemaSpec
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ def model_card(
     report: EvaluationReport | None,
     longest_target_tokens: int,
     max_new_tokens: int,
+    family: Family | None = None,
 ) -> str:
     """Markdown with front matter: evaluation table, training settings, dataset summary, usage."""
     lines = [
@@ -30,12 +32,13 @@ def model_card(
         f"base_model: {config.base_model}",
         "library_name: peft" if config.method != "full" else "library_name: transformers",
         "pipeline_tag: image-text-to-text",
-        "tags: [invoice-vlm, paligemma, document-extraction, " + config.method + "]",
+        f"tags: [invoice-vlm, {family.name if family else 'paligemma'}, document-extraction, {config.method}]",
         "---",
         "",
         f"# {spec.name} extractor fine-tuned from {config.base_model}",
         "",
-        f"Fine-tuned with invoice-vlm {package_version()} ({config.method}). It reads a document image and writes JSON "
+        f"Fine-tuned with invoice-vlm {package_version()} ({config.method}) from a "
+        f"{family.title if family else 'PaliGemma'} model. It reads a document image and writes JSON "
         f"that validates against the `{spec.name}` schema (version {spec.version}).",
         "",
         "## Evaluation",

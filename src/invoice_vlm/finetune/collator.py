@@ -1,6 +1,7 @@
-"""The PaliGemma training collator: prompt as prefix, JSON target as suffix, exactly as inference sends it.
+"""Training collators: prompt exactly as inference sends it, JSON target after it, labels on the target only.
 
-TRL's built-in vision collator does not pass ``suffix=``, so it cannot build PaliGemma's prefix-LM inputs. This one
+`ChatCollator` serves the chat-template families (Idefics3/SmolVLM, Gemma 3). `PaliGemmaCollator` serves PaliGemma:
+TRL's built-in vision collator does not pass ``suffix=``, so it cannot build PaliGemma's prefix-LM inputs; this one
 calls the processor with ``text=`` prompts (built by the same `build_prompt` the backend uses at inference),
 ``images=`` and ``suffix=`` targets; the processor appends ``<eos>`` to every target, marks prefix tokens with
 ``token_type_ids == 0`` and target tokens with 1, and masks the prefix out of the labels.
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from invoice_vlm.backends.paligemma import build_prompt
+from invoice_vlm.backends.vlm import model_inputs
 from invoice_vlm.errors import InvoiceVLMWarning
+from invoice_vlm.families import Family
 
-__all__ = ["PaliGemmaCollator"]
+__all__ = ["ChatCollator", "PaliGemmaCollator"]
 
 
 class PaliGemmaCollator:
@@ -84,3 +87,109 @@ class PaliGemmaCollator:
         )
         batch["truncated"] = cut  # read by the guards, removed before the model sees the batch
         return batch
+
+
+class ChatCollator:
+    """Turn dataset rows (``image``, ``target``) into a training batch for a chat-template family (Idefics3/SmolVLM,
+    Gemma 3...): the inference prompt's tokens, then the target's tokens and the family's end token.
+
+    The prompt part is built by `~invoice_vlm.backends.vlm.model_inputs`, the very function inference feeds
+    ``generate`` with, so training and inference prompts agree token for token (the image tiles included); the
+    target is tokenised on its own (the tokens the model writes after the prompt) and ends with the family's end
+    token (``<end_of_utterance>``, ``<end_of_turn>``...), which is where generation stops. Labels are -100 on every
+    prompt, image and padding token; rows are padded on the right.
+
+    Args:
+        processor: the model's processor.
+        prompt: the prompt every row is trained with (the same text inference will send).
+        family: the model's `~invoice_vlm.families.Family`.
+        max_length: when set, targets longer than fits are cut from the end (the image and prompt never are),
+            counted in ``truncated_rows`` and warned about.
+        image_options: the image processor settings inference uses (the family's document defaults when ``None``).
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        prompt: str,
+        family: Family,
+        max_length: int | None = None,
+        image_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.processor = processor
+        self.prompt = prompt
+        self.family = family
+        self.max_length = max_length
+        self.image_options = dict(family.image_options) if image_options is None else dict(image_options)
+        self.truncated_rows = 0
+        self._warned = False
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> Any:
+        """Build ``input_ids``, ``attention_mask``, the family's per-token inputs, the image tensors and ``labels``."""
+        import torch
+        from transformers import BatchFeature
+
+        images = [ex["image"].convert("RGB") for ex in examples]
+        prompts = model_inputs(self.family, self.processor, images, self.prompt, self.image_options)
+        tokenizer = self.processor.tokenizer
+        end = self.family.target_end_id(tokenizer)
+        ids = prompts["input_ids"]
+        per_token = [k for k, v in prompts.items() if hasattr(v, "shape") and tuple(v.shape) == tuple(ids.shape)]
+        rows: list[dict[str, list[int]]] = []
+        cut: list[bool] = []
+        for row, example in enumerate(examples):
+            live = prompts["attention_mask"][row].bool()
+            target = tokenizer(example["target"], add_special_tokens=False)["input_ids"]
+            prompt_len = int(live.sum())
+            if self.max_length is not None:
+                room = self.max_length - prompt_len - 1  # one place for the end token
+                if room < 1:
+                    raise ValueError(
+                        f"max_length={self.max_length} leaves no room for a target after {prompt_len} image and "
+                        "prompt tokens."
+                    )
+                cut.append(len(target) > room)
+                target = target[:room]
+            else:
+                cut.append(False)
+            target = [*target, end]
+            rows.append(
+                {
+                    key: [*prompts[key][row][live].tolist(), *_target_fill(key, target)]
+                    for key in per_token
+                }
+                | {"labels": [-100] * prompt_len + target}
+            )
+        if any(cut):
+            self.truncated_rows += sum(cut)
+            if not self._warned:
+                warnings.warn(
+                    f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
+                    "(the model will not learn their ends); raise max_length or shorten the targets.",
+                    InvoiceVLMWarning,
+                    stacklevel=2,
+                )
+                self._warned = True
+        width = max(len(row["labels"]) for row in rows)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+        pads = {"input_ids": pad_id, "labels": -100}
+        batch = {
+            key: torch.tensor(
+                [row[key] + [pads.get(key, 0)] * (width - len(row[key])) for row in rows], dtype=torch.long
+            )
+            for key in [*per_token, "labels"]
+        }
+        batch.update({k: v for k, v in prompts.items() if k not in per_token})
+        out = BatchFeature(batch)
+        out["truncated"] = cut  # read by the guards, removed before the model sees the batch
+        out["guard_images"] = images  # the guards rebuild each row's inference prompt from them
+        return out
+
+
+def _target_fill(key: str, target: list[int]) -> list[int]:
+    """What a per-token input holds over the target: its tokens, attention on, and 0 in token-type inputs."""
+    if key == "input_ids":
+        return target
+    if key == "attention_mask":
+        return [1] * len(target)
+    return [0] * len(target)

@@ -1,4 +1,5 @@
-"""`finetune`: LoRA / QLoRA / full fine-tuning of PaliGemma over TRL's ``SFTTrainer``, guarded and reproducible."""
+"""`finetune`: LoRA / QLoRA / full fine-tuning of any family in `invoice_vlm.families` over TRL's ``SFTTrainer``,
+guarded and reproducible."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from invoice_vlm.backends._hf import (
     resolve_device_dtype,
     resolve_refs,
 )
-from invoice_vlm.backends.paligemma import PaliGemmaBackend
+from invoice_vlm.backends.vlm import TransformersBackend
 from invoice_vlm.config import ExtractorConfig, GenerationSettings
 from invoice_vlm.errors import (
     ConfigError,
@@ -28,9 +29,10 @@ from invoice_vlm.errors import (
     TrainingError,
     require,
 )
-from invoice_vlm.finetune.collator import PaliGemmaCollator
+from invoice_vlm.families import Family, family_for_model_type, get_family, read_model_type
+from invoice_vlm.finetune.collator import ChatCollator, PaliGemmaCollator
 from invoice_vlm.finetune.config import FinetuneConfig
-from invoice_vlm.finetune.guards import check_attention, check_batch
+from invoice_vlm.finetune.guards import check_attention, check_batch, check_chat_batch, check_lora_scope
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
 if TYPE_CHECKING:
@@ -58,10 +60,9 @@ class FinetuneResult:
     report: EvaluationReport | None = None
 
 
-def lora_target_regex(names: list[str], vision: bool) -> str:
+def lora_target_regex(names: list[str], vision: bool, family: Family | None = None) -> str:
     """A PEFT ``target_modules`` regex for the projections named, in the language model (and vision tower)."""
-    towers = "language_model|vision_tower" if vision else "language_model"
-    return rf".*({towers}).*\.({'|'.join(sorted(set(names)))})"
+    return (family or get_family("paligemma")).lora_target_regex(names, vision)
 
 
 def _splits(dataset: Any) -> tuple[Any, Any, Any]:
@@ -122,24 +123,29 @@ def _longest_target_tokens(processor: Any, targets: list[str]) -> int:
     return max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets) + 1  # + <eos>
 
 
-def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, Any]:
-    """The base weights and processor, through the same plumbing as the PaliGemma backend."""
-    from transformers import PaliGemmaForConditionalGeneration
+def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, Any, Family]:
+    """The base weights, processor and family, through the same plumbing as the transformers backend."""
+    from transformers import AutoModelForImageTextToText
+
+    from invoice_vlm.backends.vlm import check_processor
 
     if config.method == "qlora" and not device.startswith("cuda"):
         raise TrainingError(
             "QLoRA needs a CUDA GPU (4-bit bitsandbytes kernels); use method='lora' on this machine."
         )
     refs = resolve_refs(config.base_model, config.adapter)
+    family = family_for_model_type(read_model_type(refs.base))
     processor = load_processor(refs.processor)
+    check_processor(family, processor, refs.processor)
     model = load_weights(
-        PaliGemmaForConditionalGeneration, refs.base, device, dtype, quantize_4bit=config.method == "qlora"
+        AutoModelForImageTextToText, refs.base, device, dtype, quantize_4bit=config.method == "qlora"
     )
-    check_attention(model)
-    return model, processor
+    if "token_type_ids" in family.token_inputs:
+        check_attention(model, family)
+    return model, processor, family
 
 
-def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
+def _prepare_trainable(model: Any, config: FinetuneConfig, family: Family) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if config.method == "qlora":
@@ -148,8 +154,8 @@ def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
         )
     if config.method == "full":
         for name, param in model.named_parameters():
-            in_vision = "vision_tower" in name
-            in_projector = "multi_modal_projector" in name
+            in_vision = family.in_vision(name)
+            in_projector = family.in_projector(name)
             param.requires_grad = (
                 (not in_vision and not in_projector)
                 or (in_vision and config.train_vision_tower)
@@ -163,8 +169,8 @@ def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=lora_target_regex(config.lora_targets, config.train_vision_tower),
-            modules_to_save=["multi_modal_projector"] if config.train_projector else None,
+            target_modules=family.lora_target_regex(config.lora_targets, config.train_vision_tower),
+            modules_to_save=list(family.projector) if config.train_projector else None,
             task_type="CAUSAL_LM",
         )
         with quiet_peft():
@@ -174,10 +180,11 @@ def _prepare_trainable(model: Any, config: FinetuneConfig) -> Any:
         raise TrainingError(
             f"No parameter is trainable: lora_targets {config.lora_targets} matched no module."
         )
-    if not config.train_vision_tower and any("vision_tower" in n for n in trainable):
+    if not config.train_vision_tower and any(family.in_vision(n) for n in trainable):
         raise GuardError(
             "vision_tower", "the vision tower would be trained although train_vision_tower is False."
         )
+    check_lora_scope(model, family, config.train_vision_tower)
     return model
 
 
@@ -200,8 +207,21 @@ def _trainer_class() -> Any:
             num_items_in_batch: Any = None,
         ) -> Any:
             truncated = inputs.pop("truncated", None)
+            images = inputs.pop("guard_images", None)
             if not self._guarded and model.training:
-                check_batch(inputs, self.invoice["processor"], self.invoice["prompt"], truncated)
+                family: Family = self.invoice["family"]
+                if family.prompt_style == "prefix":
+                    check_batch(inputs, self.invoice["processor"], self.invoice["prompt"], truncated)
+                else:
+                    if images is None:
+                        raise GuardError(
+                            "prompt",
+                            "the batch does not carry its images (guard_images), so its prompts cannot be checked "
+                            f"against inference's; use invoice_vlm's ChatCollator for {family.title}.",
+                        )
+                    check_chat_batch(
+                        inputs, self.invoice["processor"], self.invoice["prompt"], family, images, truncated
+                    )
                 self._guarded = True
             if self.invoice["answer_only_logits"]:
                 return self._answer_only_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -294,16 +314,17 @@ def _generate_and_score(model: Any, dataset: Any, invoice: dict[str, Any]) -> Ev
 
     was_training = model.training
     model.eval()
-    backend = PaliGemmaBackend(
+    backend = TransformersBackend(
         model,
         invoice["processor"],
+        family=invoice["family"],
         device=invoice["device"],
         generation=GenerationSettings(
             max_new_tokens=invoice["max_new_tokens"], constrained=invoice["constrained"]
         ),
     )
     extractor = InvoiceExtractor(
-        backend, invoice["schema"], prompt=invoice["prompt"], backend_name="paligemma"
+        backend, invoice["schema"], prompt=invoice["prompt"], backend_name=invoice["family"].backend
     )
     limit = invoice["eval_max_documents"]
     with warnings.catch_warnings():
@@ -423,14 +444,15 @@ def finetune(
     _check_prompts(dataset, prompt, config, spec)
     device, dtype = resolve_device_dtype(config.device, None)
     transformers.set_seed(config.seed)
-    model, processor = _load_model(config, device, dtype)
-    model = _prepare_trainable(model, config)
+    model, processor, family = _load_model(config, device, dtype)
+    model = _prepare_trainable(model, config, family)
 
     longest = _longest_target_tokens(processor, list(train["target"]))
     constrainable = _constrainable(list(train["target"]), spec)
     max_new_tokens = math.ceil(longest * 1.25) + 16
     invoice = {
         "processor": processor,
+        "family": family,
         "prompt": prompt,
         "schema": spec,
         "device": device,
@@ -452,7 +474,7 @@ def finetune(
     trainer = _trainer_class()(
         model=model,
         args=_sft_config(config, val is not None, device, dtype),
-        data_collator=collator or PaliGemmaCollator(processor, prompt, config.max_length),
+        data_collator=collator or _collator(family, processor, prompt, config.max_length),
         train_dataset=train,
         eval_dataset=val,
         processing_class=processor,
@@ -489,6 +511,7 @@ def finetune(
             trainer,
             state_dict,
             processor,
+            family,
             config,
             spec,
             prompt,
@@ -502,10 +525,18 @@ def finetune(
     return FinetuneResult(output_dir=out, metrics=metrics, report=report)
 
 
+def _collator(family: Family, processor: Any, prompt: str, max_length: int | None) -> Any:
+    """The family's training collator: PaliGemma's prefix-LM one, or the chat-template one."""
+    if family.prompt_style == "prefix":
+        return PaliGemmaCollator(processor, prompt, max_length)
+    return ChatCollator(processor, prompt, family, max_length)
+
+
 def _save(
     trainer: Any,
     state_dict: dict[str, Any],
     processor: Any,
+    family: Family,
     config: FinetuneConfig,
     spec: SchemaSpec,
     prompt: str,
@@ -527,7 +558,7 @@ def _save(
     ExtractorConfig(
         schema=spec.name,
         prompt=prompt,
-        backend="paligemma",
+        backend=family.backend,
         generation=dataclasses.asdict(generation),
         schema_version=spec.version,
         base_model=config.base_model,
@@ -540,7 +571,7 @@ def _save(
         report.save(out / "evaluation")
     splits = {name: split.num_rows for name, split in dataset.items()}
     (out / "README.md").write_text(
-        model_card(config, spec, prompt, splits, metrics, report, longest, generation.max_new_tokens),
+        model_card(config, spec, prompt, splits, metrics, report, longest, generation.max_new_tokens, family),
         encoding="utf-8",
     )
     if config.push_to_hub and config.hub_model_id:

@@ -1,0 +1,499 @@
+"""The transformers backend: every model family in `invoice_vlm.families`, with a PEFT LoRA adapter when given.
+
+One class for every family: `AutoModelForImageTextToText` and `AutoProcessor` load the model, and the family's
+`~invoice_vlm.families.Family` entry says how its prompt is built, which token ends an answer and which image
+settings its processor gets. A model directory or Hub id picks its family from ``config.json``.
+
+Decoding is greedy and, when the ``constrained`` extra (xgrammar) is installed, constrained to the schema: each row of
+a batch has its own grammar matcher, the grammar is compiled once per schema and tokenizer, and the probability of
+every chosen token is taken after the mask, during generation (one number per token, never the vocabulary's scores).
+Rows are padded on the left, so prompts of different lengths (pages cut into a different number of tiles) batch.
+
+torch, transformers and peft are imported inside the functions that need them, so registering this backend (which
+happens whenever any backend is looked up) stays cheap; loading goes through the shared plumbing in
+``invoice_vlm.backends._hf``.
+
+Examples:
+    >>> # ex = InvoiceExtractor.from_pretrained("HuggingFaceTB/SmolVLM-256M-Instruct", schema="invoice")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoice_vlm.backends import Generation, GenerationRequest
+from invoice_vlm.backends._hf import (
+    apply_adapter,
+    load_processor,
+    load_weights,
+    resolve_device_dtype,
+    resolve_refs,
+)
+from invoice_vlm.config import GenerationSettings, from_dict
+from invoice_vlm.constraints import grammar_available, json_grammar
+from invoice_vlm.errors import TORCH_CPU_COMMAND, MissingDependencyError, ModelLoadError, require
+from invoice_vlm.families import FAMILIES, Family, family_for_model_type, family_of, read_model_type
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = ["TransformersBackend", "char_confidence", "model_inputs"]
+
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _piece(tokenizer: Any, token_id: int, special: frozenset[int]) -> bytes:
+    """The bytes a SentencePiece-style token writes (``▁`` a space, ``<0xNN>`` one byte, special tokens nothing)."""
+    if token_id in special:
+        return b""
+    token = tokenizer.convert_ids_to_tokens(token_id)
+    if not isinstance(token, str):
+        return b""
+    byte = _BYTE_TOKEN.match(token)
+    return bytes([int(byte.group(1), 16)]) if byte else token.replace("\u2581", " ").encode("utf-8")
+
+
+def _by_bytes(
+    tokenizer: Any, ids: Sequence[int], probs: Sequence[float], text: str, cache: dict[int, bytes]
+) -> list[float] | None:
+    """Per character, the lowest probability of the tokens that wrote its bytes; ``None`` if the pieces disagree."""
+    special = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+    owners: list[int] = []
+    written = bytearray()
+    for index, token_id in enumerate(ids):
+        piece = cache.get(token_id)
+        if piece is None:
+            piece = cache[token_id] = _piece(tokenizer, token_id, special)
+        written += piece
+        owners.extend([index] * len(piece))
+    if written.decode("utf-8", errors="replace") != text:
+        return None
+    scores, at = [], 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        scores.append(min((float(probs[k]) for k in owners[at : at + width]), default=1.0))
+        at += width
+    return scores
+
+
+def char_confidence(
+    tokenizer: Any, ids: Sequence[int], probs: Sequence[float], pieces: dict[int, bytes] | None = None
+) -> tuple[str, tuple[float, ...]]:
+    """The text of ``ids`` and one probability per character: the lowest of the tokens that wrote its bytes.
+
+    Linear in the number of tokens: each token's bytes are looked up once (``pieces`` caches them across calls;
+    SentencePiece-style vocabularies such as Gemma's: ``▁`` for a space, ``<0xNN>`` byte fallback); a tokenizer whose
+    pieces do not add up to its decoded text is decoded incrementally instead (a short window, as streaming
+    detokenizers do).
+    """
+    text: str = tokenizer.decode(list(ids), skip_special_tokens=True)
+    cache = pieces if pieces is not None else {}
+    exact = _by_bytes(tokenizer, ids, probs, text, cache) if len(probs) == len(ids) else None
+    if exact is not None:
+        return text, tuple(min(1.0, max(0.0, c)) for c in exact)
+    deltas: list[str] = []
+    scores: list[float] = []
+    prefix, read = 0, 0
+    low = 1.0
+    for i, p in enumerate(probs):
+        low = min(low, float(p))
+        before = tokenizer.decode(list(ids[prefix:read]), skip_special_tokens=True)
+        after = tokenizer.decode(list(ids[prefix : i + 1]), skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            delta = after[len(before) :]
+            deltas.append(delta)
+            scores.extend([low] * len(delta))
+            prefix, read, low = read, i + 1, 1.0
+    if "".join(deltas) != text:  # pieces that do not add up either: one score per token's prefix, exactly
+        scores = []
+        for i, p in enumerate(probs):
+            upto = (
+                len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True))
+                if i + 1 < len(ids)
+                else len(text)
+            )
+            scores.extend([float(p)] * max(0, upto - len(scores)))
+    scores = scores[: len(text)] + [float(probs[-1]) if len(probs) else 1.0] * (len(text) - len(scores))
+    return text, tuple(min(1.0, max(0.0, c)) for c in scores)
+
+
+@contextmanager
+def _release_memory_on_oom() -> Iterator[None]:
+    """On CUDA out-of-memory, free the cached blocks before the error goes up (the extractor retries in halves)."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise
+
+
+class _Grammars:
+    """Compiled grammars of one tokenizer, one per JSON schema, compiled once (xgrammar)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> None:
+        import xgrammar
+
+        info = xgrammar.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids)
+        )
+        self.compiler = xgrammar.GrammarCompiler(info)
+        self.vocab_size = vocab_size
+        self._compiled: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, json_schema: Any) -> Any:
+        key = json.dumps(json_schema, sort_keys=False)
+        with self._lock:
+            if key not in self._compiled:
+                self._compiled[key] = self.compiler.compile_grammar(json_grammar(json_schema))
+            return self._compiled[key]
+
+
+def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
+    """A processor that masks each row to its grammar (when given) and keeps the chosen token's probability."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class ChosenProbability(LogitsProcessor):  # type: ignore[misc]
+        """Last in the list, so what it sees is what greedy decoding picks from: it records that token's probability."""
+
+        def __init__(self) -> None:
+            self.steps: list[torch.Tensor] = []
+            self.matchers: list[Any] = []
+            self.bitmask: Any = None
+            self.started = False
+            if grammar is not None:
+                import xgrammar
+
+                self.matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
+                self.bitmask = xgrammar.allocate_token_bitmask(batch, vocab_size)
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if self.matchers:
+                import xgrammar
+
+                if self.started:
+                    for row, matcher in enumerate(self.matchers):
+                        if not matcher.is_terminated():
+                            matcher.accept_token(int(input_ids[row, -1]))
+                self.started = True
+                for row, matcher in enumerate(self.matchers):
+                    if not matcher.is_terminated():
+                        matcher.fill_next_token_bitmask(self.bitmask, row)
+                    else:
+                        self.bitmask[row].fill_(-1)  # a finished row: nothing masked (its tokens are padding)
+                if scores.device.type == "cuda":
+                    xgrammar.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+                else:
+                    masked = scores.to("cpu", torch.float32)
+                    xgrammar.apply_token_bitmask_inplace(masked, self.bitmask)
+                    scores = masked.to(scores.device, scores.dtype)  # type: ignore[assignment]
+            # Kept on the device, one number per row and step: reading it back every step would stall a GPU.
+            self.steps.append(scores.softmax(-1, dtype=torch.float32).amax(-1))
+            return scores
+
+        @property
+        def probs(self) -> list[list[float]]:
+            """Per row, the probability of each chosen token, in order."""
+            if not self.steps:
+                return [[] for _ in range(batch)]
+            return torch.stack(self.steps, dim=1).tolist()
+
+    return ChosenProbability()
+
+
+def _check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
+    """The image options as a dict, refused when the family's image processor has no such setting."""
+    image_processor = getattr(processor, "image_processor", None)
+    valid = getattr(image_processor, "valid_kwargs", None)  # a TypedDict of the settings it takes
+    known = set(getattr(valid, "__required_keys__", ())) | set(getattr(valid, "__optional_keys__", ()))
+    unknown = sorted(set(options) - known) if known else []
+    if unknown:
+        raise ModelLoadError(
+            f"image_options {unknown} are not settings of the {family.title} image processor "
+            f"({type(image_processor).__name__}); it takes: {', '.join(sorted(known))}."
+        )
+    return dict(options)
+
+
+def model_inputs(
+    family: Family,
+    processor: Any,
+    images: Sequence[Image.Image],
+    prompt: str,
+    image_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """The model's inputs for one prompt over ``images``, padded on the left: what inference feeds ``generate``.
+
+    The training collator and the first-batch guards call this same function, so the prompt a model is trained with
+    is the one it is asked at inference, token for token.
+    """
+    text = family.prompt_text(processor, prompt)
+    return processor(
+        images=family.images_argument([image.convert("RGB") for image in images]),
+        text=[text] * len(images),
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        **dict(image_options or {}),
+    )
+
+
+def check_processor(family: Family, processor: Any, ref: str) -> None:
+    """Refuse a processor that cannot build this family's prompt (another model's, or one without its template).
+
+    Raises:
+        ModelLoadError: the processor does not belong to the family.
+    """
+    if family.prompt_style == "prefix" and not hasattr(processor, "image_seq_length"):
+        raise ModelLoadError(f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref)
+    if family.prompt_style == "chat":
+        if not hasattr(processor, "apply_chat_template") or not hasattr(processor, "image_token"):
+            raise ModelLoadError(
+                f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref
+            )
+        family.prompt_text(processor, "")  # no chat template: refused here, with what to do
+
+
+class TransformersBackend:
+    """Any model family in `invoice_vlm.families` (transformers) with an optional PEFT adapter; batched greedy
+    generation, constrained when asked.
+
+    Args:
+        model: a loaded image-text-to-text model (or a ``PeftModel`` around one).
+        processor: the matching processor.
+        family: the model's family (read from ``model.config`` when not given).
+        device: where the model lives.
+        generation: default decoding settings (an extractor's request carries the ones used).
+        base_model: id or path of the base weights (saved in ``invoice_vlm.json``).
+        adapter: id or path of the adapter applied, if any.
+        compile: decode with a static KV cache and a compiled forward pass.
+        image_options: image processor settings over the family's document defaults (``{"max_pixels": ...}``).
+    """
+
+    name = "transformers"
+    model_format = "transformers"
+    """The directory layout it reads and writes (the paligemma and vllm backends share it)."""
+    families: tuple[str, ...] = tuple(FAMILIES)
+    """The families this backend loads."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        family: Family | None = None,
+        device: str = "cpu",
+        generation: GenerationSettings | None = None,
+        base_model: str | None = None,
+        adapter: str | None = None,
+        compile: bool = False,
+        image_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.family = family if family is not None else family_of(model)
+        self.image_options = {**self.family.image_options, **dict(image_options or {})}
+        self.device = device
+        self.generation = generation or GenerationSettings()
+        self.base_model = base_model
+        self.adapter = adapter
+        self._grammars: _Grammars | None = None
+        self._pieces: dict[int, bytes] = {}  # token id -> the bytes it writes, for per-character confidence
+        self.compile = compile
+
+    @classmethod
+    def _refuse_family(cls, family: Family, ref: str) -> None:
+        if family.name not in cls.families:
+            raise ModelLoadError(
+                f"{ref!r} is a {family.title} model; the {cls.name} backend loads {', '.join(cls.families)} only. "
+                "Use the transformers backend (backend='transformers', --backend transformers).",
+                ref,
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path | None = None,
+        *,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | Any | None = None,
+        generation: GenerationSettings | dict[str, Any] | None = None,
+        merge_adapter: bool = True,
+        compile: bool = False,
+        image_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TransformersBackend:
+        """Load a base model (id or directory), an adapter alone (its base read from ``adapter_config.json``), or both.
+
+        The family comes from the base model's ``config.json``. Only safetensors weights are loaded and
+        ``trust_remote_code`` is never set; attention is PyTorch's SDPA. ``generation`` sets the backend's default
+        decoding settings (an extractor's own settings override them). ``merge_adapter`` (on by default) folds a
+        LoRA adapter's weights into the base layers for inference, so decoding runs at the base model's speed;
+        outputs equal the unmerged adapter's within float tolerance, and `save_pretrained` still writes the adapter
+        alone. ``compile`` decodes with a static KV cache and a ``torch.compile``d forward pass: the first batch of
+        each shape compiles (tens of seconds), later ones run faster. ``image_options`` change the image processor's
+        settings over the family's document defaults.
+
+        Raises:
+            MissingDependencyError: torch/transformers/peft are not installed.
+            ModelLoadError: the model, adapter or processor cannot be loaded, or the model's family is unknown; the
+                message says which and why.
+        """
+        if options:
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained got unexpected option(s): {', '.join(sorted(options))}"
+            )
+        require(
+            f"The {cls.name} backend",
+            "paligemma",
+            "torch",
+            "transformers",
+            "peft",
+            advice=f"On a machine without an NVIDIA GPU, put PyTorch's CPU build in first ({TORCH_CPU_COMMAND}), "
+            "or the extra pulls about 3 GB of CUDA wheels. To read documents now without torch, use the OCR "
+            "backend: --backend ocr on the command line, backend='ocr' in Python",
+        )
+        if model is None and adapter is None:
+            raise ModelLoadError(
+                f"The {cls.name} backend needs a model: a base id such as 'google/paligemma-3b-pt-448' or "
+                "'HuggingFaceTB/SmolVLM-256M-Instruct', an adapter id or directory, or a directory saved by "
+                "invoice_vlm."
+            )
+        if isinstance(generation, dict):
+            generation = from_dict(GenerationSettings, generation, where="generation settings")
+        resolved_device, torch_dtype = resolve_device_dtype(device, dtype)  # cheap checks before any loading
+        refs = resolve_refs(model, adapter)
+        family = family_for_model_type(read_model_type(refs.base))
+        cls._refuse_family(family, refs.base)
+        processor = load_processor(refs.processor)
+        check_processor(family, processor, refs.processor)
+        settings = _check_image_options(processor, {**family.image_options, **dict(image_options or {})}, family)
+        from transformers import AutoModelForImageTextToText
+
+        net = load_weights(AutoModelForImageTextToText, refs.base, resolved_device, torch_dtype)
+        if refs.adapter is not None:
+            net = apply_adapter(net, refs.adapter, trainable=False, base=refs.base)
+            if merge_adapter:
+                net.merge_adapter()  # LoRA folded into the base weights; the adapter's own weights are kept
+        net.eval()
+        vocab = net.get_input_embeddings().weight.shape[0]
+        if len(processor.tokenizer) > vocab:
+            raise ModelLoadError(
+                f"The tokenizer of {refs.processor!r} has {len(processor.tokenizer)} tokens but the model "
+                f"{refs.base!r} embeds only {vocab}; the processor does not belong to this model."
+            )
+        return cls(
+            net,
+            processor,
+            family=family,
+            device=resolved_device,
+            generation=generation,
+            base_model=refs.base,
+            adapter=refs.adapter,
+            compile=compile,
+            image_options=settings,
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights."""
+        return next(self.model.parameters()).dtype  # type: ignore[no-any-return]
+
+    @property
+    def constrained_decoding(self) -> bool:
+        """Whether decoding can be constrained to a schema here: xgrammar (the ``constrained`` extra) is installed."""
+        return grammar_available()
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        found = set(ids if isinstance(ids, list) else [ids]) if ids is not None else set()
+        found.update(self.family.end_token_ids(self.processor.tokenizer))
+        return sorted(i for i in found if i is not None)
+
+    def _grammar(self, json_schema: Any) -> Any:
+        if self._grammars is None:
+            if not self.constrained_decoding:
+                raise MissingDependencyError("Constrained decoding", "constrained", "xgrammar")
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            self._grammars = _Grammars(self.processor.tokenizer, vocab, self._eos_ids())
+        return self._grammars.get(json_schema)
+
+    def generate(self, images: Sequence[Image.Image], request: GenerationRequest) -> list[Generation]:
+        """Greedy-decode one output per image, constrained to the schema when asked, with per-character confidence.
+
+        Confidence is the probability of each chosen token after the grammar's mask (one number per token, taken
+        as it is generated), spread over the characters the token completes.
+        """
+        import torch
+
+        if not images:
+            return []
+        settings = request.settings
+        if request.constrained and settings.num_beams != 1:
+            raise ValueError("constrained decoding works with greedy decoding only (num_beams=1).")
+        inputs = model_inputs(self.family, self.processor, images, request.prompt, self.image_options)
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        prefix_len = inputs["input_ids"].shape[1]
+        tokenizer = self.processor.tokenizer
+        processors = []
+        recorder = None
+        if settings.num_beams == 1:
+            grammar = self._grammar(request.json_schema) if request.constrained else None
+            vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            recorder = _logits_processor(grammar, len(images), vocab)
+            processors.append(recorder)
+        from transformers import LogitsProcessorList
+
+        extra: dict[str, Any] = {}
+        if self.compile:
+            from transformers import CompileConfig
+
+            config = CompileConfig(mode="reduce-overhead" if self.device.startswith("cuda") else "default")
+            config._compile_all_devices = True  # transformers compiles on its own only on accelerators
+            extra = {"cache_implementation": "static", "compile_config": config}
+        eos = self._eos_ids()
+        with torch.inference_mode(), _release_memory_on_oom():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens or None,
+                num_beams=settings.num_beams,
+                do_sample=False,
+                logits_processor=LogitsProcessorList(processors),
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+                **extra,
+            )
+        sequences = out[:, prefix_len:].tolist()
+        probs = recorder.probs if recorder is not None else None
+        stops = set(eos)
+        results = []
+        for row, ids in enumerate(sequences):
+            cut = next((i for i, t in enumerate(ids) if t in stops), len(ids))
+            ids = ids[:cut]
+            if probs is None:
+                results.append(Generation(tokenizer.decode(ids, skip_special_tokens=True), num_tokens=cut))
+                continue
+            decoded, confidence = char_confidence(tokenizer, ids, probs[row][:cut], self._pieces)
+            results.append(Generation(decoded, char_confidence=confidence, num_tokens=cut))
+        return results
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Save the adapter (or the full model when none is applied) and the processor, as safetensors."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        self.processor.save_pretrained(str(directory))
