@@ -1,4 +1,4 @@
-"""What the benchmarks share: the small random PaliGemma they measure, its pages, and a peak-memory probe."""
+"""What the benchmarks share: the small random models they measure, their pages, and a peak-memory probe."""
 
 from __future__ import annotations
 
@@ -19,11 +19,20 @@ SMALL = {  # the issue's reference size: 224 px, 4 vision and 4 text layers, wid
 }
 
 
-def build_small_model(folder: str | Path) -> Path:
-    """The small random PaliGemma, built offline (seeded: the same weights every run)."""
-    from invoice_vlm.testing import build_tiny_paligemma
+FAMILY_SIZES = {  # the same size in each family's own terms
+    "paligemma": {},
+    "idefics3": {"max_edge": 448},  # a 448-px page: 2 x 2 tiles of 224 px and the whole, 64 tokens each
+    "gemma3": {"tokens_per_image": 64},  # 16 x 16 patches pooled to 8 x 8
+}
 
-    return build_tiny_paligemma(Path(folder) / "model", schemas=["pallet_label"], **SMALL)
+
+def build_small_model(folder: str | Path, family: str = "paligemma") -> Path:
+    """The small random model of ``family``, built offline (seeded: the same weights every run)."""
+    from invoice_vlm.testing import build_tiny_model
+
+    return build_tiny_model(
+        family, Path(folder) / "model", schemas=["pallet_label"], **SMALL, **FAMILY_SIZES[family]
+    )
 
 
 def pages(n: int, size: int = 448) -> list[Image.Image]:

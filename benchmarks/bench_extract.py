@@ -1,10 +1,12 @@
 """Extraction throughput against the reference model card's per-image snippet, measured side by side in one run.
 
-    python benchmarks/bench_extract.py [--docs 16] [--tokens 48] [--batch-sizes 1 4 8 16] [--rounds 3]
+    python benchmarks/bench_extract.py [--family paligemma|idefics3|gemma3] [--docs 16] [--tokens 48]
+                                       [--batch-sizes 1 4 8 16] [--rounds 3]
 
-Both sides use the same small random PaliGemma (built offline by the script: 224 px, 4 vision and 4 text layers,
-width 256), loaded once outside the timing, the same prompt and pages, and exactly ``--tokens`` generated tokens per
-page (``min_new_tokens`` = ``max_new_tokens`` on both sides). The snippet is the card's loop: processor, greedy
+Both sides use the same small random model of the family (built offline by the script: 224 px, 4 vision and 4 text
+layers, width 256), loaded once outside the timing, the same prompt and pages, and exactly ``--tokens`` generated
+tokens per page (``min_new_tokens`` = ``max_new_tokens`` on both sides). The snippet is the family's model-card loop:
+the prompt (PaliGemma's ``<image>`` + prompt, or the chat template with the image), the processor, greedy
 ``generate`` and ``decode`` for one image at a time. Ours is `InvoiceExtractor.extract_batch` at each batch size,
 the whole path: loading pages, generating with per-token confidence, parsing, normalising and validating
 (unconstrained, since ``min_new_tokens`` forces tokens past a document's end; see bench_constrained.py for the
@@ -28,13 +30,31 @@ from _common import PeakMemory, build_small_model, pages
 from invoice_vlm import InvoiceExtractor
 
 
-def snippet(model: Any, processor: Any, images: list[Any], prompt: str, tokens: int) -> list[str]:
-    """The reference card's inference, one image at a time."""
+def card_prompt(family: str, processor: Any, prompt: str) -> str:
+    """The prompt as each family's model card writes it."""
+    if family == "paligemma":
+        return "<image>" + prompt
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return str(processor.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def card_images(family: str, images: list[Any]) -> list[Any]:
+    """Images as each family's processor takes them in its card (one list per prompt for chat families)."""
+    return list(images) if family == "paligemma" else [[image] for image in images]
+
+
+def snippet(
+    model: Any, processor: Any, images: list[Any], prompt: str, tokens: int, family: str = "paligemma"
+) -> list[str]:
+    """The family's model-card inference, one image at a time."""
     import torch
 
+    text = card_prompt(family, processor, prompt)
     out = []
     for image in images:
-        model_inputs = processor(text="<image>" + prompt, images=image, return_tensors="pt").to(model.device)
+        model_inputs = processor(text=text, images=card_images(family, [image]), return_tensors="pt").to(
+            model.device
+        )
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(model.dtype)
         input_len = model_inputs["input_ids"].shape[-1]
         with torch.inference_mode():
@@ -46,16 +66,23 @@ def snippet(model: Any, processor: Any, images: list[Any], prompt: str, tokens: 
     return out
 
 
-def batched(model: Any, processor: Any, images: list[Any], prompt: str, tokens: int, batch: int) -> list[str]:
+def batched(
+    model: Any, processor: Any, images: list[Any], prompt: str, tokens: int, batch: int, family: str = "paligemma"
+) -> list[str]:
     """Plain batched ``generate`` with nothing else: the ceiling for any library at this batch size."""
     import torch
 
+    text = card_prompt(family, processor, prompt)
     out: list[str] = []
     for at in range(0, len(images), batch):
         chunk = images[at : at + batch]
-        inputs = processor(text=["<image>" + prompt] * len(chunk), images=chunk, return_tensors="pt").to(
-            model.device
-        )
+        inputs = processor(
+            text=[text] * len(chunk),
+            images=card_images(family, chunk),
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+        ).to(model.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         with torch.inference_mode():
             generation = model.generate(
@@ -71,6 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--family", default="paligemma", choices=["paligemma", "idefics3", "gemma3"], help="(default: paligemma)"
+    )
     parser.add_argument("--docs", type=int, default=16, help="pages per measurement (default: 16)")
     parser.add_argument("--tokens", type=int, default=48, help="tokens generated per page (default: 48)")
     parser.add_argument(
@@ -82,7 +112,8 @@ def main() -> None:
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_small_model(tmp)
+        path = build_small_model(tmp, args.family)
+        family = args.family
         settings = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
         ours = InvoiceExtractor.from_pretrained(
             path, schema="pallet_label", generation=settings, constrained=False, evidence=False
@@ -90,9 +121,11 @@ def main() -> None:
         model, processor = ours.backend.model, ours.backend.processor  # the snippet's model, loaded once
         images = pages(args.docs)
         prompt = ours.prompt
-        print(f"torch {torch.__version__}, device {ours.backend.device}, {torch.get_num_threads()} threads")
+        print(
+            f"{family}: torch {torch.__version__}, device {ours.backend.device}, {torch.get_num_threads()} threads"
+        )
         print(f"{args.docs} pages x {args.tokens} tokens; {args.rounds} paired rounds, medians")
-        snippet(model, processor, images[:2], prompt, args.tokens)  # warm up
+        snippet(model, processor, images[:2], prompt, args.tokens, family)  # warm up
         for batch in args.batch_sizes:
             ours.extract_batch(images[:batch], batch_size=batch, progress=False)
         # Timed rounds, nothing else running in the process; each round pairs the sides, so slow drifts of the
@@ -103,7 +136,7 @@ def main() -> None:
         snippet_rates: list[float] = []
         for _ in range(args.rounds):
             start = time.perf_counter()
-            texts = snippet(model, processor, images, prompt, args.tokens)
+            texts = snippet(model, processor, images, prompt, args.tokens, family)
             base = time.perf_counter() - start
             snippet_rates.append(args.docs / base)
             for batch in args.batch_sizes:
@@ -113,14 +146,14 @@ def main() -> None:
                 if batch == 1 and [r.raw_text for r in extracted] != texts:
                     raise SystemExit("our batch-1 output differs from the snippet's: no ratio printed")
                 start = time.perf_counter()
-                batched(model, processor, images, prompt, args.tokens, batch)
+                batched(model, processor, images, prompt, args.tokens, batch, family)
                 plain = time.perf_counter() - start
                 ratio[batch].append(base / seconds)
                 ceiling[batch].append(base / plain)
                 rates[batch].append(args.docs / seconds)
         # Peak memory in separate, untimed runs (the sampling thread would slow the timed ones).
         with PeakMemory() as peak:
-            snippet(model, processor, images, prompt, args.tokens)
+            snippet(model, processor, images, prompt, args.tokens, family)
         snippet_mb = peak.peak_mb
         memory = {}
         for batch in args.batch_sizes:

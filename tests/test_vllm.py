@@ -355,3 +355,11 @@ def test_real_vllm_decodes_as_the_transformers_backend(tmp_path):
     expected = InvoiceExtractor(reference.backend, "pallet_label", **settings)
     for ours, theirs in zip(expected.extract_batch(DOCS), constrained.extract_batch(DOCS), strict=True):
         assert theirs.raw_text == ours.raw_text
+
+
+def test_another_family_is_refused_with_the_backend_that_runs_it(fake, tmp_path):
+    from invoice_vlm.testing import build_tiny_idefics3
+
+    smol = build_tiny_idefics3(tmp_path / "smol")
+    with pytest.raises(ModelLoadError, match=r"Idefics3 / SmolVLM model.*--backend transformers"):
+        InvoiceExtractor.from_pretrained(smol, schema="invoice", backend="vllm", device="cuda")

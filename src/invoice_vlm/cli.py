@@ -300,7 +300,11 @@ def _add_model_args(p: argparse.ArgumentParser, *, schema_required: bool = False
         required=schema_required,
         help="registered schema name, see: invoice-vlm schemas (default: the one a saved --model directory names)",
     )
-    p.add_argument("--backend", "-b", help="registered backend name (default: transformers, which reads the model's family from its config.json; or the saved one)")
+    p.add_argument(
+        "--backend",
+        "-b",
+        help="registered backend name (default: transformers, which reads the model's family from its config.json; or the saved one)",
+    )
     p.add_argument("--device", help="cuda, cpu, ... (default: cuda when available, else cpu)")
     p.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on cuda, else float32)")
     p.add_argument(
@@ -733,7 +737,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _register_finetune(sub: Any) -> None:
     p = sub.add_parser(
         "finetune",
-        help="fine-tune PaliGemma (LoRA, QLoRA or full) on a dataset",
+        help="fine-tune a vision-language model (PaliGemma, Idefics3/SmolVLM, Gemma 3; LoRA, QLoRA or full) on a dataset",
         description="Train with the settings of --config (YAML or JSON); any flag below overrides the file. Works "
         "under torchrun / accelerate launch; only the main process writes. Prints a JSON summary at the end.",
     )

@@ -107,6 +107,10 @@ class ExtractorConfig:
     base_model: str | None = field(
         default=None, metadata={"help": "Base model id or path, when there is one."}
     )
+    image_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Image processor settings the model reads pages with (transformers backend)."},
+    )
     version: str = field(
         default_factory=package_version, metadata={"help": "invoice-vlm version that wrote it."}
     )

@@ -66,6 +66,17 @@ def _same_format(saved: str, wanted: str) -> bool:
     return len(formats) == 1
 
 
+def _takes(factory: object, option: str) -> bool:
+    """Whether a backend's ``from_pretrained`` takes the keyword ``option``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory.from_pretrained).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return False
+    return option in parameters
+
+
 @functools.cache
 def _page_reader() -> Any:
     """The OCR engine that reads pages for evidence when the backend did not (loaded once per process)."""
@@ -246,6 +257,7 @@ class InvoiceExtractor:
             >>> # ex.extract("label.jpg").to_dict()
         """
         saved, saved_dir = _saved_config(adapter, model)
+        saved_image_options: dict[str, Any] | None = None
         if saved is not None:
             if schema is not None and resolve_schema(schema).name != saved.schema:
                 raise ConfigError(
@@ -283,6 +295,8 @@ class InvoiceExtractor:
             ):  # a dict changes the saved settings key by key
                 generation = {**saved.generation, **generation}
             schema, prompt, backend = spec, saved.prompt, backend or saved.backend
+            if saved.image_options and "image_options" not in backend_options:
+                saved_image_options = backend_options["image_options"] = saved.image_options
         if schema is None:
             raise ConfigError(
                 "Pass schema= (a registered name such as 'pallet_label', or a SchemaSpec).", key="schema"
@@ -290,11 +304,15 @@ class InvoiceExtractor:
         spec = resolve_schema(schema)  # a misspelt schema or backend fails before gigabytes of weights load
         backend_name = backend or DEFAULT_BACKEND
         factory = get_backend(backend_name)
+        if saved_image_options is not None and not _takes(factory, "image_options"):
+            # Saved by the transformers backend; not a setting of this one.
+            del backend_options["image_options"]
         loaded = factory.from_pretrained(
             model, adapter=adapter, device=device, dtype=dtype, **backend_options
         )
-        if backend is None and isinstance(getattr(loaded, "family", None), Family):
-            backend_name = loaded.family.backend  # PaliGemma keeps saving as "paligemma", as earlier releases did
+        family = getattr(loaded, "family", None)
+        if backend is None and isinstance(family, Family):
+            backend_name = family.backend  # PaliGemma keeps saving as "paligemma", as earlier releases did
         return cls(
             loaded,
             spec,
@@ -591,6 +609,7 @@ class InvoiceExtractor:
             generation=dataclasses.asdict(settings) if settings is not None else {},
             schema_version=self.schema.version,
             base_model=self.info.base_model,
+            image_options=dict(getattr(self.backend, "image_options", None) or {}),
         )
         config.save(directory)
         return directory

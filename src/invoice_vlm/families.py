@@ -145,7 +145,11 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 token_inputs=("token_type_ids",),
                 backend="paligemma",
                 vllm=True,
-                sizes=("google/paligemma-3b-pt-448", "google/paligemma2-3b-pt-448", "google/paligemma2-10b-pt-448"),
+                sizes=(
+                    "google/paligemma-3b-pt-448",
+                    "google/paligemma2-3b-pt-448",
+                    "google/paligemma2-10b-pt-448",
+                ),
             ),
             Family(
                 name="idefics3",
@@ -197,7 +201,9 @@ def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ModelLoadError(f"Unknown model family {name!r}; known families: {', '.join(FAMILIES)}.") from None
+        raise ModelLoadError(
+            f"Unknown model family {name!r}; known families: {', '.join(FAMILIES)}."
+        ) from None
 
 
 def family_for_model_type(model_type: str) -> Family:
@@ -226,7 +232,9 @@ def read_model_type(ref: str | Path) -> str:
     if is_local(ref):
         path = Path(ref).expanduser() / "config.json"
         if not path.is_file():
-            raise ModelLoadError(f"{str(ref)!r} has no config.json, so its model family is unknown.", str(ref))
+            raise ModelLoadError(
+                f"{str(ref)!r} has no config.json, so its model family is unknown.", str(ref)
+            )
     else:
         from huggingface_hub import hf_hub_download
 

@@ -115,7 +115,6 @@ def tokenizer_corpus(
     yield " ".join(_WORDS)
 
 
-
 def _tiny_tokenizer(
     vocab_size: int,
     schemas: Sequence[str | SchemaSpec] | None,
@@ -392,7 +391,13 @@ def build_tiny_gemma3(
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    specials = ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    specials = [
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+    ]
     tokenizer = _tiny_tokenizer(
         vocab_size,
         schemas,
@@ -407,11 +412,15 @@ def build_tiny_gemma3(
         image_seq_length=tokens_per_image,
         chat_template=GEMMA3_CHAT_TEMPLATE,
     )
-    vision = {**_vision_config(image_size, patch_size, vision_hidden_size, vision_layers), "vision_use_head": False}
+    vision = {
+        **_vision_config(image_size, patch_size, vision_hidden_size, vision_layers),
+        "vision_use_head": False,
+    }
     text = _text_config(None, tokenizer, hidden_size, num_layers, num_heads, initializer_range)
     config = Gemma3Config(
         vision_config=vision,
-        text_config={**text, "sliding_window": 512},
+        # Attention scaled by the head width, as in the real models (whose query_pre_attn_scalar equals head_dim).
+        text_config={**text, "sliding_window": 512, "query_pre_attn_scalar": hidden_size // num_heads},
         mm_tokens_per_image=tokens_per_image,
         image_token_index=tokenizer.image_token_id,
         boi_token_index=tokenizer.boi_token_id,
@@ -419,7 +428,9 @@ def build_tiny_gemma3(
     )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
-    with torch.no_grad():  # transformers starts the projector at zero (checkpoints overwrite it): give it weights
+    with (
+        torch.no_grad()
+    ):  # transformers starts the projector at zero (checkpoints overwrite it): give it weights
         projector = model.model.multi_modal_projector.mm_input_projection_weight
         projector.normal_(0.0, vision_hidden_size**-0.5)
     return _save_tiny(model, processor, tokenizer, out, "<end_of_turn>")
@@ -427,7 +438,10 @@ def build_tiny_gemma3(
 
 def _save_tiny(model: Any, processor: Any, tokenizer: Any, out: Path, end_token: str) -> Path:
     """Save a tiny chat model whose generation stops at its end-of-turn token, as the real checkpoints do."""
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(end_token), tokenizer.eos_token_id]
+    model.generation_config.eos_token_id = [
+        tokenizer.convert_tokens_to_ids(end_token),
+        tokenizer.eos_token_id,
+    ]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
@@ -451,7 +465,9 @@ def build_tiny_model(family: str, path: str | Path, seed: int = 0, **sizes: Any)
     try:
         builder = TINY_BUILDERS[family]
     except KeyError:
-        raise ValueError(f"No tiny model builder for family {family!r}; known: {', '.join(TINY_BUILDERS)}.") from None
+        raise ValueError(
+            f"No tiny model builder for family {family!r}; known: {', '.join(TINY_BUILDERS)}."
+        ) from None
     return builder(path, seed, **sizes)
 
 

@@ -51,6 +51,7 @@ from invoice_vlm.backends.paligemma import char_confidence, load_paligemma_proce
 from invoice_vlm.config import GenerationSettings, from_dict
 from invoice_vlm.constraints import grammar_available, json_grammar
 from invoice_vlm.errors import BackendError, InvoiceVLMWarning, ModelLoadError, require
+from invoice_vlm.families import family_for_model_type, read_model_type
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -337,6 +338,13 @@ class VLLMBackend:
                 f"The vllm backend decodes greedily; num_beams={generation.num_beams} needs the paligemma backend."
             )
         refs = resolve_refs(model, adapter)
+        family = family_for_model_type(read_model_type(refs.base))
+        if family.name != "paligemma":
+            raise ModelLoadError(
+                f"{refs.base!r} is a {family.title} model; the vllm backend lays out PaliGemma's prompts only so far. "
+                "Use the transformers backend (--backend transformers) for it.",
+                refs.base,
+            )
         processor = load_paligemma_processor(refs.processor)
         kwargs: dict[str, Any] = {
             "dtype": dtype or "bfloat16",

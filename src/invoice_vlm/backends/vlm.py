@@ -256,7 +256,9 @@ def check_processor(family: Family, processor: Any, ref: str) -> None:
         ModelLoadError: the processor does not belong to the family.
     """
     if family.prompt_style == "prefix" and not hasattr(processor, "image_seq_length"):
-        raise ModelLoadError(f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref)
+        raise ModelLoadError(
+            f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref
+        )
     if family.prompt_style == "chat":
         if not hasattr(processor, "apply_chat_template") or not hasattr(processor, "image_token"):
             raise ModelLoadError(
@@ -266,8 +268,9 @@ def check_processor(family: Family, processor: Any, ref: str) -> None:
 
 
 class TransformersBackend:
-    """Any model family in `invoice_vlm.families` (transformers) with an optional PEFT adapter; batched greedy
-    generation, constrained when asked.
+    """Any model family in `invoice_vlm.families` (transformers) with an optional PEFT adapter.
+
+    Batched greedy generation, constrained to the schema when asked.
 
     Args:
         model: a loaded image-text-to-text model (or a ``PeftModel`` around one).
@@ -379,7 +382,9 @@ class TransformersBackend:
         cls._refuse_family(family, refs.base)
         processor = load_processor(refs.processor)
         check_processor(family, processor, refs.processor)
-        settings = _check_image_options(processor, {**family.image_options, **dict(image_options or {})}, family)
+        settings = _check_image_options(
+            processor, {**family.image_options, **dict(image_options or {})}, family
+        )
         from transformers import AutoModelForImageTextToText
 
         net = load_weights(AutoModelForImageTextToText, refs.base, resolved_device, torch_dtype)

@@ -9,18 +9,21 @@ Examples:
 
 from __future__ import annotations
 
-from invoice_vlm.finetune.collator import PaliGemmaCollator
+from invoice_vlm.finetune.collator import ChatCollator, PaliGemmaCollator
 from invoice_vlm.finetune.config import DEFAULT_LORA_TARGETS, FinetuneConfig
-from invoice_vlm.finetune.guards import check_attention, check_batch
+from invoice_vlm.finetune.guards import check_attention, check_batch, check_chat_batch, check_lora_scope
 from invoice_vlm.finetune.train import FinetuneResult, finetune, lora_target_regex
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
+    "ChatCollator",
     "FinetuneConfig",
     "FinetuneResult",
     "PaliGemmaCollator",
     "check_attention",
     "check_batch",
+    "check_chat_batch",
+    "check_lora_scope",
     "finetune",
     "lora_target_regex",
 ]

@@ -90,8 +90,9 @@ class PaliGemmaCollator:
 
 
 class ChatCollator:
-    """Turn dataset rows (``image``, ``target``) into a training batch for a chat-template family (Idefics3/SmolVLM,
-    Gemma 3...): the inference prompt's tokens, then the target's tokens and the family's end token.
+    """Turn dataset rows (``image``, ``target``) into a training batch for a chat-template family.
+
+    For Idefics3/SmolVLM, Gemma 3...: the inference prompt's tokens, then the target's tokens and the end token.
 
     The prompt part is built by `~invoice_vlm.backends.vlm.model_inputs`, the very function inference feeds
     ``generate`` with, so training and inference prompts agree token for token (the image tiles included); the
@@ -134,7 +135,9 @@ class ChatCollator:
         tokenizer = self.processor.tokenizer
         end = self.family.target_end_id(tokenizer)
         ids = prompts["input_ids"]
-        per_token = [k for k, v in prompts.items() if hasattr(v, "shape") and tuple(v.shape) == tuple(ids.shape)]
+        per_token = [
+            k for k, v in prompts.items() if hasattr(v, "shape") and tuple(v.shape) == tuple(ids.shape)
+        ]
         rows: list[dict[str, list[int]]] = []
         cut: list[bool] = []
         for row, example in enumerate(examples):
@@ -154,10 +157,7 @@ class ChatCollator:
                 cut.append(False)
             target = [*target, end]
             rows.append(
-                {
-                    key: [*prompts[key][row][live].tolist(), *_target_fill(key, target)]
-                    for key in per_token
-                }
+                {key: [*prompts[key][row][live].tolist(), *_target_fill(key, target)] for key in per_token}
                 | {"labels": [-100] * prompt_len + target}
             )
         if any(cut):

@@ -140,7 +140,9 @@ def check_chat_batch(
     if labels is None:
         raise GuardError("labels", "the batch has no labels.")
     if batch.get("pixel_values") is None:
-        raise GuardError("image_tokens", "the batch has no pixel_values: the model would train without the page.")
+        raise GuardError(
+            "image_tokens", "the batch has no pixel_values: the model would train without the page."
+        )
     missing = [key for key in family.token_inputs if batch.get(key) is None]
     if missing:
         raise GuardError(
@@ -181,7 +183,9 @@ def check_chat_batch(
                     f"row {row} position {pos} is image, prompt or padding but its label is {lb}, not -100.",
                 )
             if pos >= len(expected) and lv and lb != tok:
-                raise GuardError("labels", f"row {row} position {pos} is a target token {tok} but its label is {lb}.")
+                raise GuardError(
+                    "labels", f"row {row} position {pos} is a target token {tok} but its label is {lb}."
+                )
         target = [lb for lb in lab if lb != -100]
         if not target:
             raise GuardError("labels", f"row {row} has no target tokens to learn.")

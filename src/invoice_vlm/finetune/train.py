@@ -1,5 +1,7 @@
-"""`finetune`: LoRA / QLoRA / full fine-tuning of any family in `invoice_vlm.families` over TRL's ``SFTTrainer``,
-guarded and reproducible."""
+"""`finetune`: LoRA / QLoRA / full fine-tuning over TRL's ``SFTTrainer``, guarded and reproducible.
+
+Every family in `invoice_vlm.families` trains here; the family's entry says how its batches are built and checked.
+"""
 
 from __future__ import annotations
 
@@ -562,6 +564,7 @@ def _save(
         generation=dataclasses.asdict(generation),
         schema_version=spec.version,
         base_model=config.base_model,
+        image_options=dict(family.image_options),
     ).save(out)
     (out / "finetune_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     (out / "training_log.json").write_text(
