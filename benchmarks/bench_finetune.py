@@ -1,11 +1,12 @@
 """Fine-tuning speed of `invoice_vlm.finetune` against a plain TRL script, measured side by side in one run.
 
-    python benchmarks/bench_finetune.py [--docs 16] [--epochs 2] [--batch-size 4] [--rounds 2] [--vocab 257216]
+    python benchmarks/bench_finetune.py [--family paligemma|idefics3|gemma3] [--docs 16] [--epochs 2]
+                                        [--batch-size 4] [--rounds 2] [--vocab 257216]
 
-Both sides train the same small random PaliGemma (built offline: 224 px, 4 vision and 4 text layers, width 256) on
-the same generated pallet labels with the same settings: LoRA r=8 on the language model's attention and MLP
-projections, frozen vision tower, AdamW at 2e-4, the same batch size, epochs and seed, and the same collator (the
-processor called with ``suffix=``). The plain script is what a user would write with TRL alone: ``SFTTrainer`` with
+Both sides train the same small random model of the family (built offline: 224 px, 4 vision and 4 text layers,
+width 256) on the same generated pallet labels with the same settings: LoRA r=8 on the language model's attention
+and MLP projections, frozen vision tower, AdamW at 2e-4, the same batch size, epochs and seed, and the same collator
+(PaliGemma: the processor called with ``suffix=``; chat families: `ChatCollator`). The plain script is what a user would write with TRL alone: ``SFTTrainer`` with
 ``remove_unused_columns=False`` and ``skip_prepare_dataset``. Ours adds its guards on the first batch, its data
 validation and its output directory. Samples per second are the trainer's own (``train_samples_per_second``:
 training steps only, for both). Rounds alternate which side goes first; medians are reported. The target is a ratio of at least
@@ -35,19 +36,32 @@ def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -
     """The plain TRL script: load, wrap in LoRA, train with SFTTrainer; returns train samples/s."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    from invoice_vlm.finetune import PaliGemmaCollator
+    from invoice_vlm.families import get_family
+    from invoice_vlm.finetune import ChatCollator, PaliGemmaCollator
 
     torch.manual_seed(args.seed)
+    family = get_family(args.family)
     processor = AutoProcessor.from_pretrained(model_dir)
-    model = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = "extract Document data in JSON format"
+    if family.prompt_style == "prefix":
+        collator: Any = PaliGemmaCollator(processor, prompt)
+    else:
+        chat = ChatCollator(processor, prompt, family)
+
+        def collator(rows: Any) -> Any:  # without the images and cut flags our trainer's guards read
+            batch = chat(rows)
+            del batch["guard_images"], batch["truncated"]
+            return batch
+
     lora = LoraConfig(
         r=8,
         lora_alpha=16,
         lora_dropout=0.05,
-        target_modules=rf".*language_model.*\.({'|'.join(LORA_TARGETS)})",
+        target_modules=rf".*{family.language_model}.*\.({'|'.join(LORA_TARGETS)})",
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
@@ -75,7 +89,7 @@ def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -
         model=model,
         args=config,
         train_dataset=data["train"],
-        data_collator=PaliGemmaCollator(processor, "extract Document data in JSON format"),
+        data_collator=collator,
         processing_class=processor,
     )
     return float(trainer.train().metrics["train_samples_per_second"])
@@ -106,6 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--family", default="paligemma", choices=["paligemma", "idefics3", "gemma3"], help="(default: paligemma)"
+    )
     parser.add_argument("--docs", type=int, default=16, help="training documents (default: 16)")
     parser.add_argument("--epochs", type=float, default=2.0, help="epochs per run (default: 2)")
     parser.add_argument("--batch-size", type=int, default=4, help="per-device batch size (default: 4)")
@@ -126,12 +143,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model_dir = build_small_model(root)
+        model_dir = build_small_model(root, args.family)
         data_dir = root / "data"
         write_dataset("pallet_label", args.docs, data_dir, split=(1.0, 0.0, 0.0), seed=args.seed)
         data = load(data_dir, schema="pallet_label")
         print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}"
+            f"{args.family}: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"cuda={torch.cuda.is_available()}"
         )
         print(f"{args.docs} documents x {args.epochs} epochs, batch {args.batch_size}, rounds {args.rounds}")
         if args.vocab:
@@ -170,9 +188,9 @@ def main() -> None:
 def resized(model_dir: Path, vocab: int) -> Path:
     """A copy of the model whose (tied) embeddings and output layer have ``vocab`` rows."""
     import torch
-    from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = PaliGemmaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     model.resize_token_embeddings(vocab, mean_resizing=False)
     out = model_dir.parent / f"model-{vocab}"
     model.save_pretrained(out)
