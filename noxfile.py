@@ -1,4 +1,4 @@
-"""Sessions CI runs: ``nox -s tests lint typecheck docs``.
+"""Sessions CI runs: ``nox -s tests families``, then ``lint typecheck docs package``.
 
 torch goes in first as the CPU build (``torch==2.13.0`` resolves to the CPU wheel on this project's machines), so
 the project's ``torch>=2.4`` range is already satisfied and pip never pulls a multi-GB CUDA build. Elsewhere, point
@@ -20,7 +20,7 @@ from pathlib import Path
 import nox
 from nox.command import CommandFailed
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
+nox.options.sessions = ["tests", "families", "lint", "typecheck", "docs", "package"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("INVOICE_VLM_TORCH", "torch==2.13.0")
@@ -73,6 +73,32 @@ def tests(session: nox.Session) -> None:
     for name, extra in variants.items():
         session.log(f"training tests again, {name}")
         session.run("pytest", "-q", "-m", "training", "tests", env={**env, **extra})
+
+
+TORCHVISION = ("torch==2.14.1", "torchvision==0.29.1")
+"""The families whose processors need torchvision (Qwen-VL) run on this pair: the CPU build of torch 2.13 has no
+matching torchvision, and these (CUDA builds, which run on a CPU) install without the network here."""
+
+
+@nox.session
+def families(session: nox.Session) -> None:
+    """The model families whose processors need torchvision (Qwen2/2.5/3-VL), in a venv of their own.
+
+    The same tests as the other families (tests/test_families.py, the cases marked ``torchvision``), on torch 2.14.1
+    with torchvision 0.29.1, the training one again with another seed; the ``tests`` session skips those cases.
+    """
+    install(session, *TORCHVISION)
+    install(session, "-e", ".[train,constrained]", "pytest>=8.0")
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    session.run(
+        "pytest", *(session.posargs or ["-q", "-m", "torchvision", "tests/test_families.py"]), env=env
+    )
+    if not session.posargs:
+        session.log("training tests again, another seed")
+        marks = "torchvision and training"
+        session.run(
+            "pytest", "-q", "-m", marks, "tests/test_families.py", env={**env, "INVOICE_VLM_TEST_SEED": "7"}
+        )
 
 
 @nox.session

@@ -67,7 +67,13 @@ def snippet(
 
 
 def batched(
-    model: Any, processor: Any, images: list[Any], prompt: str, tokens: int, batch: int, family: str = "paligemma"
+    model: Any,
+    processor: Any,
+    images: list[Any],
+    prompt: str,
+    tokens: int,
+    batch: int,
+    family: str = "paligemma",
 ) -> list[str]:
     """Plain batched ``generate`` with nothing else: the ceiling for any library at this batch size."""
     import torch
@@ -99,7 +105,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--family", default="paligemma", choices=["paligemma", "idefics3", "gemma3"], help="(default: paligemma)"
+        "--family",
+        default="paligemma",
+        choices=["paligemma", "idefics3", "gemma3"],
+        help="(default: paligemma)",
     )
     parser.add_argument("--docs", type=int, default=16, help="pages per measurement (default: 16)")
     parser.add_argument("--tokens", type=int, default=48, help="tokens generated per page (default: 48)")

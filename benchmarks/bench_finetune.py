@@ -121,7 +121,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--family", default="paligemma", choices=["paligemma", "idefics3", "gemma3"], help="(default: paligemma)"
+        "--family",
+        default="paligemma",
+        choices=["paligemma", "idefics3", "gemma3"],
+        help="(default: paligemma)",
     )
     parser.add_argument("--docs", type=int, default=16, help="training documents (default: 16)")
     parser.add_argument("--epochs", type=float, default=2.0, help="epochs per run (default: 2)")

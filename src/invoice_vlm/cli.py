@@ -684,6 +684,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         text = str(kind)
         if kind is bool:
             p.add_argument(flag, dest=f.name, type=_parse_bool, metavar="true|false", help=helps[f.name])
+        elif "dict" in text:
+            p.add_argument(flag, dest=f.name, help=helps[f.name])  # JSON, read by FinetuneConfig
         elif "list" in text:
             p.add_argument(flag, dest=f.name, help=helps[f.name] + " (comma-separated)")
         elif kind is int or text == "int | None":

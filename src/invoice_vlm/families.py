@@ -59,7 +59,8 @@ class Family:
         image_options: the image processor settings used for documents (saved in ``invoice_vlm.json``).
         nested_images: whether the processor takes one list of images per text.
         backend: the backend name its directories are saved with.
-        vllm: whether the vllm backend serves it with a LoRA adapter.
+        needs: packages its processor imports beyond the ``paligemma`` extra (installed by the ``qwen`` extra).
+        vllm: whether invoice_vlm's vllm backend serves it (PaliGemma only so far).
         sizes: public checkpoints, for the docs and error messages.
     """
 
@@ -75,8 +76,25 @@ class Family:
     image_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     nested_images: bool = False
     backend: str = "transformers"
+    needs: tuple[str, ...] = ()
     vllm: bool = False
     sizes: tuple[str, ...] = ()
+
+    def require(self) -> None:
+        """Refuse, with what to install, when a package the family's processor imports is missing.
+
+        Raises:
+            MissingDependencyError: the first missing package of `needs`.
+        """
+        from invoice_vlm.errors import require
+
+        require(
+            f"The {self.title} processor",
+            "qwen",
+            *self.needs,
+            advice="install the torchvision build that matches your torch (pip install torchvision, or "
+            "pip install 'invoice-vlm[qwen]')",
+        )
 
     def prompt_text(self, processor: Any, prompt: str) -> str:
         """The text given to the processor with the image: the one function training and inference share.
@@ -164,7 +182,6 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 # documents keep their small print.
                 image_options=MappingProxyType({"do_image_splitting": True}),
                 nested_images=True,
-                vllm=True,
                 sizes=(
                     "HuggingFaceTB/SmolVLM-256M-Instruct",
                     "HuggingFaceTB/SmolVLM-500M-Instruct",
@@ -184,8 +201,31 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 projector=("multi_modal_projector",),
                 token_inputs=("token_type_ids",),
                 nested_images=True,
-                vllm=True,
                 sizes=("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it"),
+            ),
+            Family(
+                name="qwen_vl",
+                title="Qwen2-VL / Qwen2.5-VL / Qwen3-VL",
+                model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
+                prompt_style="chat",
+                end_token="<|im_end|>",
+                language_model="language_model",
+                vision=("visual",),
+                projector=("merger",),
+                # Dynamic resolution: a page keeps its shape within a pixel budget. The checkpoints allow 12.8M
+                # pixels (about 16,000 tokens for a phone photo); 1280 tokens' worth reads an A4 page's small print.
+                image_options=MappingProxyType(
+                    {"size": {"shortest_edge": 56 * 56, "longest_edge": 1280 * 28 * 28}}
+                ),
+                nested_images=True,
+                needs=("torchvision",),  # Qwen's video processor, loaded with every Qwen-VL processor
+                sizes=(
+                    "Qwen/Qwen2-VL-2B-Instruct",
+                    "Qwen/Qwen2.5-VL-3B-Instruct",
+                    "Qwen/Qwen2.5-VL-7B-Instruct",
+                    "Qwen/Qwen3-VL-2B-Instruct",
+                    "Qwen/Qwen3-VL-8B-Instruct",
+                ),
             ),
         )
     }

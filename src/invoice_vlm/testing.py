@@ -1,7 +1,7 @@
 """Helpers for testing code that uses invoice_vlm, offline and on CPU.
 
 - `build_tiny_model` builds a tiny random model of a family (`build_tiny_paligemma`, `build_tiny_idefics3`,
-  `build_tiny_gemma3`) with a tokenizer trained on the spot carrying the family's special tokens and chat template,
+  `build_tiny_gemma3`, `build_tiny_qwen_vl`) with a tokenizer trained on the spot carrying the family's special tokens and chat template,
   and the family's real processor class, saved in the standard Hugging Face layout; the real loading, generation and
   training code runs on it unchanged.
 - `FakeBackend` returns texts you give it, for testing your own pipeline without a model.
@@ -36,6 +36,7 @@ __all__ = [
     "build_tiny_idefics3",
     "build_tiny_model",
     "build_tiny_paligemma",
+    "build_tiny_qwen_vl",
     "stop_when_memorised",
     "tokenizer_corpus",
 ]
@@ -436,6 +437,176 @@ def build_tiny_gemma3(
     return _save_tiny(model, processor, tokenizer, out, "<end_of_turn>")
 
 
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""Qwen2-VL's chat template (with its default system turn), reduced to turns of images and text."""
+
+
+def _tiny_byte_level_tokenizer(
+    vocab_size: int, schemas: Sequence[str | SchemaSpec] | None, specials: list[str]
+) -> Any:
+    """A byte-level BPE in Qwen2's layout (its pre-tokenizer: digits single, bytes as characters)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size + len(specials) + 256,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
+    model_json = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    # As the instruct checkpoints: a turn ends the answer (<|im_end|> is EOS), <|endoftext|> pads.
+    return Qwen2Tokenizer(
+        vocab=model_json["vocab"],
+        merges=merges,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        extra_special_tokens=specials[1:],
+    )
+
+
+def build_tiny_qwen_vl(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    version: str = "2",
+    patch_size: int | None = None,
+    max_pixels: int = 112 * 112,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    vocab_size: int = 700,
+    num_heads: int = 2,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 1,
+    initializer_range: float = 0.3,
+    schemas: Sequence[str | SchemaSpec] | None = None,
+) -> Path:
+    """Build a tiny random Qwen2-VL (``version="2"``), Qwen2.5-VL (``"2.5"``) or Qwen3-VL (``"3"``), offline.
+
+    The family's real processor (image processor, video processor, tokenizer) with Qwen's chat template and special
+    tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``, ``<|image_pad|>``...), a byte-level BPE like
+    Qwen2's, and dynamic resolution: a page keeps its shape within ``max_pixels`` (the processor's own setting; the
+    family's document budget replaces it unless ``image_options`` say otherwise), so pages of different shapes give
+    prompts of different lengths. Needs torchvision (Qwen's video processor). Other arguments as
+    `build_tiny_paligemma`.
+    """
+    import torch
+    import transformers
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    versions = {
+        "2": (
+            "Qwen2VLConfig",
+            "Qwen2VLForConditionalGeneration",
+            "Qwen2VLProcessor",
+            "Qwen2VLVideoProcessor",
+            14,
+        ),
+        "2.5": (
+            "Qwen2_5_VLConfig",
+            "Qwen2_5_VLForConditionalGeneration",
+            "Qwen2_5_VLProcessor",
+            "Qwen2VLVideoProcessor",
+            14,
+        ),
+        "3": (
+            "Qwen3VLConfig",
+            "Qwen3VLForConditionalGeneration",
+            "Qwen3VLProcessor",
+            "Qwen3VLVideoProcessor",
+            16,
+        ),
+    }
+    if version not in versions:
+        raise ValueError(f"version must be one of {', '.join(versions)}, got {version!r}.")
+    config_name, model_name, processor_name, video_name, default_patch = versions[version]
+    patch = patch_size or default_patch
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    tokenizer = _tiny_byte_level_tokenizer(vocab_size, schemas, specials)
+    factor = patch * 2
+    processor = getattr(transformers, processor_name)(
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=patch, size={"shortest_edge": factor * factor, "longest_edge": max_pixels}
+        ),
+        tokenizer=tokenizer,
+        video_processor=getattr(transformers, video_name)(patch_size=patch),
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    head_dim = hidden_size // num_heads
+    third = 3 * head_dim // 16  # Qwen's 16/24/24 split of a 128-wide head's 64 frequencies, scaled
+    text = {
+        **_text_config(None, tokenizer, hidden_size, num_layers, num_heads, initializer_range),
+        "bos_token_id": None,
+        "eos_token_id": end,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [head_dim // 2 - 2 * third, third, third],
+            **({"mrope_interleaved": True} if version == "3" else {}),
+        },
+    }
+    vision: dict[str, Any] = {
+        "depth": vision_layers,
+        "num_heads": 2,
+        "patch_size": patch,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "initializer_range": initializer_range,
+    }
+    if version == "2":
+        vision.update(embed_dim=vision_hidden_size, hidden_size=hidden_size)
+    else:
+        vision.update(
+            hidden_size=vision_hidden_size,
+            intermediate_size=vision_hidden_size * 2,
+            out_hidden_size=hidden_size,
+        )
+        if version == "2.5":
+            vision.update(fullatt_block_indexes=[vision_layers - 1], window_size=patch * 4)
+        else:
+            vision.update(num_position_embeddings=64, deepstack_visual_indexes=[])
+    config = getattr(transformers, config_name)(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=processor.image_token_id,
+        video_token_id=processor.video_token_id,
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config)
+    return _save_tiny(model, processor, tokenizer, out, "<|im_end|>")
+
+
 def _save_tiny(model: Any, processor: Any, tokenizer: Any, out: Path, end_token: str) -> Path:
     """Save a tiny chat model whose generation stops at its end-of-turn token, as the real checkpoints do."""
     model.generation_config.eos_token_id = [
@@ -452,6 +623,7 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "paligemma": build_tiny_paligemma,
     "idefics3": build_tiny_idefics3,
     "gemma3": build_tiny_gemma3,
+    "qwen_vl": build_tiny_qwen_vl,
 }
 """A tiny random model builder for each family in `invoice_vlm.families`."""
 

@@ -339,7 +339,7 @@ class VLLMBackend:
             )
         refs = resolve_refs(model, adapter)
         family = family_for_model_type(read_model_type(refs.base))
-        if family.name != "paligemma":
+        if not family.vllm:
             raise ModelLoadError(
                 f"{refs.base!r} is a {family.title} model; the vllm backend lays out PaliGemma's prompts only so far. "
                 "Use the transformers backend (--backend transformers) for it.",

@@ -236,8 +236,10 @@ def model_inputs(
     """The model's inputs for one prompt over ``images``, padded on the left: what inference feeds ``generate``.
 
     The training collator and the first-batch guards call this same function, so the prompt a model is trained with
-    is the one it is asked at inference, token for token.
+    is the one it is asked at inference, token for token. ``image_options`` are the image processor's settings: the
+    family's document defaults when ``None``, the processor's own when empty.
     """
+    options = family.image_options if image_options is None else image_options
     text = family.prompt_text(processor, prompt)
     return processor(
         images=family.images_argument([image.convert("RGB") for image in images]),
@@ -245,7 +247,7 @@ def model_inputs(
         return_tensors="pt",
         padding=True,
         padding_side="left",
-        **dict(image_options or {}),
+        **dict(options),
     )
 
 
@@ -380,6 +382,7 @@ class TransformersBackend:
         refs = resolve_refs(model, adapter)
         family = family_for_model_type(read_model_type(refs.base))
         cls._refuse_family(family, refs.base)
+        family.require()
         processor = load_processor(refs.processor)
         check_processor(family, processor, refs.processor)
         settings = _check_image_options(

@@ -108,6 +108,14 @@ class FinetuneConfig:
     eval_max_documents: int | None = field(
         default=64, metadata={"help": "Validation documents generated at each evaluation (all when empty)."}
     )
+    image_options: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Image processor settings to train and read pages with, saved with the model, as JSON "
+            '(e.g. {"size": {"longest_edge": 1003520}} for Qwen-VL); default: the model family\'s document '
+            "settings."
+        },
+    )
     answer_only_logits: bool = field(
         default=True,
         metadata={
@@ -160,6 +168,13 @@ class FinetuneConfig:
                 problems.append(f"{key} must be positive, got {getattr(self, key)!r}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if isinstance(self.image_options, str):  # from the command line or a config file, as JSON
+            try:
+                self.image_options = json.loads(self.image_options)
+            except json.JSONDecodeError as exc:
+                problems.append(f"image_options must be a JSON object, got {self.image_options!r} ({exc})")
+        if self.image_options is not None and not isinstance(self.image_options, dict):
+            problems.append(f"image_options must be a JSON object, got {self.image_options!r}")
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.push_to_hub and not self.hub_model_id:

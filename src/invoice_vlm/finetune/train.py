@@ -28,6 +28,7 @@ from invoice_vlm.errors import (
     ConfigError,
     GuardError,
     InvoiceVLMWarning,
+    ModelLoadError,
     TrainingError,
     require,
 )
@@ -137,6 +138,7 @@ def _load_model(config: FinetuneConfig, device: str, dtype: Any) -> tuple[Any, A
         )
     refs = resolve_refs(config.base_model, config.adapter)
     family = family_for_model_type(read_model_type(refs.base))
+    family.require()
     processor = load_processor(refs.processor)
     check_processor(family, processor, refs.processor)
     model = load_weights(
@@ -222,7 +224,13 @@ def _trainer_class() -> Any:
                             f"against inference's; use invoice_vlm's ChatCollator for {family.title}.",
                         )
                     check_chat_batch(
-                        inputs, self.invoice["processor"], self.invoice["prompt"], family, images, truncated
+                        inputs,
+                        self.invoice["processor"],
+                        self.invoice["prompt"],
+                        family,
+                        images,
+                        truncated,
+                        self.invoice["image_options"],
                     )
                 self._guarded = True
             if self.invoice["answer_only_logits"]:
@@ -320,6 +328,7 @@ def _generate_and_score(model: Any, dataset: Any, invoice: dict[str, Any]) -> Ev
         model,
         invoice["processor"],
         family=invoice["family"],
+        image_options=invoice["image_options"],
         device=invoice["device"],
         generation=GenerationSettings(
             max_new_tokens=invoice["max_new_tokens"], constrained=invoice["constrained"]
@@ -447,6 +456,7 @@ def finetune(
     device, dtype = resolve_device_dtype(config.device, None)
     transformers.set_seed(config.seed)
     model, processor, family = _load_model(config, device, dtype)
+    image_options = _image_options(config, family, processor)
     model = _prepare_trainable(model, config, family)
 
     longest = _longest_target_tokens(processor, list(train["target"]))
@@ -455,6 +465,7 @@ def finetune(
     invoice = {
         "processor": processor,
         "family": family,
+        "image_options": image_options,
         "prompt": prompt,
         "schema": spec,
         "device": device,
@@ -476,7 +487,7 @@ def finetune(
     trainer = _trainer_class()(
         model=model,
         args=_sft_config(config, val is not None, device, dtype),
-        data_collator=collator or _collator(family, processor, prompt, config.max_length),
+        data_collator=collator or _collator(family, processor, prompt, config.max_length, image_options),
         train_dataset=train,
         eval_dataset=val,
         processing_class=processor,
@@ -514,6 +525,7 @@ def finetune(
             state_dict,
             processor,
             family,
+            image_options,
             config,
             spec,
             prompt,
@@ -527,11 +539,30 @@ def finetune(
     return FinetuneResult(output_dir=out, metrics=metrics, report=report)
 
 
-def _collator(family: Family, processor: Any, prompt: str, max_length: int | None) -> Any:
+def _collator(
+    family: Family, processor: Any, prompt: str, max_length: int | None, image_options: dict[str, Any]
+) -> Any:
     """The family's training collator: PaliGemma's prefix-LM one, or the chat-template one."""
     if family.prompt_style == "prefix":
         return PaliGemmaCollator(processor, prompt, max_length)
-    return ChatCollator(processor, prompt, family, max_length)
+    return ChatCollator(processor, prompt, family, max_length, image_options)
+
+
+def _image_options(config: FinetuneConfig, family: Family, processor: Any) -> dict[str, Any]:
+    """The image settings the run trains and saves: the config's, else the family's document defaults."""
+    from invoice_vlm.backends.vlm import _check_image_options
+
+    if config.image_options is None:
+        return dict(family.image_options)
+    if family.prompt_style == "prefix" and config.image_options:
+        raise ConfigError(
+            f"{family.title} reads every page at its one fixed resolution; image_options do not apply to it.",
+            key="image_options",
+        )
+    try:
+        return _check_image_options(processor, config.image_options, family)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc), key="image_options") from None
 
 
 def _save(
@@ -539,6 +570,7 @@ def _save(
     state_dict: dict[str, Any],
     processor: Any,
     family: Family,
+    image_options: dict[str, Any],
     config: FinetuneConfig,
     spec: SchemaSpec,
     prompt: str,
@@ -564,7 +596,7 @@ def _save(
         generation=dataclasses.asdict(generation),
         schema_version=spec.version,
         base_model=config.base_model,
-        image_options=dict(family.image_options),
+        image_options=image_options,
     ).save(out)
     (out / "finetune_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     (out / "training_log.json").write_text(
