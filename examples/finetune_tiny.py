@@ -1,12 +1,13 @@
 """Fine-tune, reload and evaluate end to end on a CPU in about two minutes, offline.
 
-A tiny random PaliGemma stands in for the 3B model (same code paths); it memorizes four generated pallet labels.
+A tiny random model stands in for the real one (same code paths); it memorizes four generated pallet labels. Any
+family in invoice_vlm.families works (qwen_vl needs torchvision).
 
-    python examples/finetune_tiny.py [WORKDIR]
+    python examples/finetune_tiny.py [WORKDIR] [--family paligemma|idefics3|gemma3|qwen_vl]
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from PIL import ImageDraw
@@ -14,11 +15,11 @@ from PIL import ImageDraw
 from invoice_vlm import InvoiceExtractor, get_schema
 from invoice_vlm.data.synth import generate
 from invoice_vlm.finetune import FinetuneConfig, finetune
-from invoice_vlm.testing import build_tiny_paligemma
+from invoice_vlm.testing import build_tiny_model
 
 
-def main(work: Path) -> None:
-    base = build_tiny_paligemma(work / "tiny-paligemma")
+def main(work: Path, family: str) -> None:
+    base = build_tiny_model(family, work / f"tiny-{family}")
     spec = get_schema("pallet_label")
     train = work / "data" / "train"
     train.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,7 @@ def main(work: Path) -> None:
             schema="pallet_label",
             output_dir=str(work / "out"),
             num_train_epochs=200,
-            learning_rate=5e-3,
+            learning_rate=1e-2 if family == "gemma3" else 5e-3,
             per_device_train_batch_size=4,
         )
     )
@@ -51,4 +52,10 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-finetune"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("workdir", nargs="?", default="tiny-finetune", type=Path)
+    parser.add_argument("--family", default="paligemma", help="(default: paligemma)")
+    args = parser.parse_args()
+    main(args.workdir, args.family)

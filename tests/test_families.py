@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2_vl": ("qwen_vl", {"version": "2"}),
     "qwen2_5_vl": ("qwen_vl", {"version": "2.5"}),
     "qwen3_vl": ("qwen_vl", {"version": "3"}),
+    "florence2": ("florence2", {}),
 }
 """Each model checked: its family and the tiny builder's arguments."""
 
@@ -47,7 +48,8 @@ def variant(name: str, *values: Any) -> Any:
 
 
 ALL = [variant(name) for name in VARIANTS]
-CHAT = [variant(name) for name in VARIANTS if name != "paligemma"]
+CHAT = [variant(name) for name in VARIANTS if VARIANTS[name][0] not in ("paligemma", "florence2")]
+ENCODER_DECODER = [variant("florence2")]
 PROMPT = "Read this delivery note as JSON."
 
 
@@ -232,6 +234,45 @@ def test_label_mask_is_exactly_the_target_and_its_end_token(tiny, name):
             check_chat_batch(batch, processor, PROMPT, family, swapped, truncated)
 
 
+@pytest.mark.parametrize("name", ENCODER_DECODER)
+def test_encoder_decoder_labels_are_the_target_and_the_encoder_reads_the_inference_prompt(tiny, name):
+    from transformers import AutoProcessor
+
+    from invoice_vlm.backends.vlm import model_inputs
+    from invoice_vlm.finetune import ChatCollator, check_chat_batch
+
+    family = family_of(name)
+    processor = AutoProcessor.from_pretrained(tiny[name])
+    tokenizer = processor.tokenizer
+    targets = ['{"route": "A1"}', '{"route": "B22", "pallet_number": "7"}']
+    batch = ChatCollator(processor, PROMPT, family)(_rows(targets))
+    images, truncated = batch.pop("guard_images"), batch.pop("truncated")
+    end = family.target_end_id(tokenizer)
+    for row, target in enumerate(targets):
+        prompt_ids = model_inputs(family, processor, [images[row]], PROMPT)["input_ids"][0].tolist()
+        live = batch["attention_mask"][row].bool()
+        assert batch["input_ids"][row][live].tolist() == prompt_ids  # the encoder reads inference's prompt
+        want = tokenizer(target, add_special_tokens=False)["input_ids"] + [end]
+        labels = batch["labels"][row].tolist()
+        assert labels[: len(want)] == want and set(labels[len(want) :]) <= {-100}
+    check_chat_batch(batch, processor, PROMPT, family, images, truncated)
+    for change, check in [
+        (lambda b: b["labels"].__setitem__((1, 2), -100), "labels"),  # a hole inside the target
+        (
+            lambda b: b["labels"].__setitem__(
+                (0, len(tokenizer(targets[0], add_special_tokens=False)["input_ids"])), 5
+            ),
+            "eos",
+        ),
+    ]:
+        copy = {k: v.clone() if hasattr(v, "clone") else v for k, v in batch.items()}
+        change(copy)
+        with pytest.raises(GuardError, match=check):
+            check_chat_batch(copy, processor, PROMPT, family, images, truncated)
+    with pytest.raises(GuardError, match="prompt"):
+        check_chat_batch(batch, processor, PROMPT + " Now.", family, images, truncated)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_lora_lands_in_the_language_model_only(tiny, name):
     from peft import LoraConfig, get_peft_model
@@ -239,7 +280,7 @@ def test_lora_lands_in_the_language_model_only(tiny, name):
 
     from invoice_vlm.finetune import FinetuneConfig
     from invoice_vlm.finetune.guards import check_lora_scope
-    from invoice_vlm.finetune.train import _prepare_trainable
+    from invoice_vlm.finetune.train import _lora_targets, _prepare_trainable
 
     family = family_of(name)
     model = AutoModelForImageTextToText.from_pretrained(tiny[name])
@@ -250,7 +291,7 @@ def test_lora_lands_in_the_language_model_only(tiny, name):
     language = {
         n
         for n, _ in model.named_modules()
-        if family.in_language_model(n) and n.rsplit(".", 1)[-1] in config.lora_targets
+        if family.in_language_model(n) and n.rsplit(".", 1)[-1] in _lora_targets(config, family)
     }
     assert {n.removeprefix("base_model.model.") for n in adapted} == language
     assert not any(family.in_vision(n) for n, p in wrapped.named_parameters() if p.requires_grad)
@@ -319,3 +360,76 @@ def test_each_family_memorises_then_extracts_exactly(
         assert got.valid, got.errors
         assert got.raw_text == free.extract(row["image"]).raw_text == together.raw_text == row["target"]
         assert got.to_dict() == json.loads(row["target"])
+
+
+@pytest.mark.parametrize("name", CHAT)
+def test_answer_only_logits_give_every_familys_loss_and_gradients(tiny, four_documents, tmp_path, name):
+    # As tests/test_finetune.py checks for PaliGemma: the first step with the output layer on the target positions
+    # only (the default) and on every position, from the same seed on the same batch.
+    from transformers import TrainerCallback
+
+    from invoice_vlm.finetune import FinetuneConfig, finetune
+
+    class FirstGradients(TrainerCallback):
+        def __init__(self) -> None:
+            self.grads: dict[str, Any] = {}
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = {
+                n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None
+            }
+            control.should_training_stop = True
+
+    runs = {}
+    for answer_only in (True, False):
+        seen = FirstGradients()
+        result = finetune(
+            FinetuneConfig(
+                base_model=str(tiny[name]),
+                data=str(four_documents),
+                schema="pallet_label",
+                output_dir=str(tmp_path / f"out{answer_only}"),
+                per_device_train_batch_size=4,
+                seed=TEST_SEED,
+                logging_steps=1,
+                answer_only_logits=answer_only,
+                image_options={"size": {"shortest_edge": 3136, "longest_edge": 224 * 224}}
+                if VARIANTS[name][0] == "qwen_vl"
+                else None,
+            ),
+            callbacks=[seen],
+        )
+        log = json.loads((result.output_dir / "training_log.json").read_text())
+        runs[answer_only] = (next(entry for entry in log if "loss" in entry), seen.grads)
+    (kept_log, kept), (full_log, full) = runs[True], runs[False]
+    assert kept_log["loss"] == pytest.approx(full_log["loss"], rel=1e-5)
+    assert kept_log["mean_token_accuracy"] == pytest.approx(full_log["mean_token_accuracy"])
+    assert kept.keys() == full.keys() and any(g.abs().sum() > 0 for g in kept.values())
+    for key, grad in kept.items():
+        torch.testing.assert_close(grad, full[key], rtol=1e-4, atol=1e-7, msg=key)
+
+
+def test_cli_trains_and_extracts_a_chat_family_with_image_options(capsys, tiny, four_documents, tmp_path):
+    # The command line end to end on Idefics3: fine-tune one step with image settings given as JSON, then extract
+    # with the saved directory, whose invoice_vlm.json carries the settings and the transformers backend.
+    from invoice_vlm.cli import main
+
+    out = tmp_path / "out"
+    flags = ["--base-model", str(tiny["idefics3"]), "--data", str(four_documents), "--schema", "pallet_label"]
+    options = '{"do_image_splitting": false}'
+    code = main(
+        ["finetune", *flags, "--output-dir", str(out), "--num-train-epochs", "1", "--image-options", options]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["global_step"] == 1
+    saved = ExtractorConfig.load(out)
+    assert saved.backend == "transformers" and saved.image_options == {"do_image_splitting": False}
+    page = tmp_path / "page.png"
+    pages()[0].save(page)
+    code = main(["extract", str(page), "--model", str(out), "--no-evidence", "--max-new-tokens", "8"])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err  # 1: a one-step model's answer need not validate
+    assert json.loads(captured.out.strip().splitlines()[0])["source"].endswith("page.png")
+    code = main(["finetune", *flags, "--output-dir", str(tmp_path / "bad"), "--image-options", "{not json"])
+    assert code == 2 and "image_options must be a JSON object" in capsys.readouterr().err

@@ -739,7 +739,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _register_finetune(sub: Any) -> None:
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a vision-language model (PaliGemma, Idefics3/SmolVLM, Gemma 3; LoRA, QLoRA or full) on a dataset",
+        help="fine-tune a vision-language model (PaliGemma, Idefics3/SmolVLM, Gemma 3, Qwen-VL, Florence-2; LoRA, QLoRA "
+        "or full) on a dataset",
         description="Train with the settings of --config (YAML or JSON); any flag below overrides the file. Works "
         "under torchrun / accelerate launch; only the main process writes. Prints a JSON summary at the end.",
     )

@@ -49,7 +49,8 @@ class Family:
         model_types: the ``model_type`` values in ``config.json`` that belong to it.
         prompt_style: ``"prefix"``: the image token then the prompt, the processor adds the rest (PaliGemma);
             ``"chat"``: one user turn holding the image and the prompt, through the processor's chat template, with
-            the generation prompt (the assistant's turn) opened.
+            the generation prompt (the assistant's turn) opened; ``"task"``: the prompt alone, which the processor
+            wraps in the image tokens and ``<s>``...``</s>`` for the encoder (Florence-2).
         end_token: the token that ends an answer and every training target (``None``: the tokenizer's EOS).
         language_model: the module name of the language model inside the model (``model.<name>``).
         vision: module names of the vision tower (frozen unless asked).
@@ -59,6 +60,10 @@ class Family:
         image_options: the image processor settings used for documents (saved in ``invoice_vlm.json``).
         nested_images: whether the processor takes one list of images per text.
         backend: the backend name its directories are saved with.
+        lora_targets: the language model's projection names LoRA adapts by default, when they are not the usual
+            ``q_proj``...``down_proj`` of a decoder-only model (BART's ``out_proj``, ``fc1``, ``fc2``).
+        encoder_decoder: the prompt goes to an encoder and the answer is the decoder's, from its start token; labels
+            are the target alone (Florence-2).
         needs: packages its processor imports beyond the ``paligemma`` extra (installed by the ``qwen`` extra).
         vllm: whether invoice_vlm's vllm backend serves it (PaliGemma only so far).
         sizes: public checkpoints, for the docs and error messages.
@@ -67,7 +72,7 @@ class Family:
     name: str
     title: str
     model_types: tuple[str, ...]
-    prompt_style: Literal["prefix", "chat"]
+    prompt_style: Literal["prefix", "chat", "task"]
     language_model: str
     vision: tuple[str, ...]
     projector: tuple[str, ...]
@@ -76,6 +81,8 @@ class Family:
     image_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     nested_images: bool = False
     backend: str = "transformers"
+    encoder_decoder: bool = False
+    lora_targets: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     vllm: bool = False
     sizes: tuple[str, ...] = ()
@@ -104,6 +111,8 @@ class Family:
         """
         if self.prompt_style == "prefix":
             return PALIGEMMA_IMAGE_TOKEN + prompt
+        if self.prompt_style == "task":
+            return prompt
         if not getattr(processor, "chat_template", None):
             raise ModelLoadError(
                 f"The {self.title} processor has no chat template, so the prompt cannot be built as the model "
@@ -227,6 +236,17 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     "Qwen/Qwen3-VL-8B-Instruct",
                 ),
             ),
+            Family(
+                name="florence2",
+                title="Florence-2",
+                model_types=("florence2",),
+                prompt_style="task",
+                language_model="language_model",
+                vision=("vision_tower",),
+                projector=("multi_modal_projector",),
+                encoder_decoder=True,
+                lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+            ),
         )
     }
 )
@@ -273,7 +293,10 @@ def read_model_type(ref: str | Path) -> str:
         path = Path(ref).expanduser() / "config.json"
         if not path.is_file():
             raise ModelLoadError(
-                f"{str(ref)!r} has no config.json, so its model family is unknown.", str(ref)
+                f"Cannot load the processor and weights of {str(ref)!r}: it has no config.json, so neither the "
+                "model nor its family can be read. Check the path: a model directory holds config.json beside "
+                "its weights (an adapter directory, adapter_config.json).",
+                str(ref),
             )
     else:
         from huggingface_hub import hf_hub_download

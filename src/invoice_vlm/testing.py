@@ -1,7 +1,7 @@
 """Helpers for testing code that uses invoice_vlm, offline and on CPU.
 
 - `build_tiny_model` builds a tiny random model of a family (`build_tiny_paligemma`, `build_tiny_idefics3`,
-  `build_tiny_gemma3`, `build_tiny_qwen_vl`) with a tokenizer trained on the spot carrying the family's special tokens and chat template,
+  `build_tiny_gemma3`, `build_tiny_qwen_vl`, `build_tiny_florence2`) with a tokenizer trained on the spot carrying the family's special tokens and chat template,
   and the family's real processor class, saved in the standard Hugging Face layout; the real loading, generation and
   training code runs on it unchanged.
 - `FakeBackend` returns texts you give it, for testing your own pipeline without a model.
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TINY_BUILDERS",
     "FakeBackend",
+    "build_tiny_florence2",
     "build_tiny_gemma3",
     "build_tiny_idefics3",
     "build_tiny_model",
@@ -149,11 +150,37 @@ def _tiny_tokenizer(
         initial_alphabet=alphabet,
         show_progress=False,
     )
+    vocab, merges = _train(bpe, trainer, schemas)
+    extra = {"extra_special_tokens": dict(named_tokens)} if named_tokens else {}
+    return GemmaTokenizer(vocab=vocab, merges=merges, **extra)
+
+
+def _train(
+    bpe: Any, trainer: Any, schemas: Sequence[str | SchemaSpec] | None
+) -> tuple[dict[str, int], list[Any]]:
+    """Train ``bpe`` on the schemas' prompts and JSON; its vocabulary and merges, as tokenizer classes take them."""
     bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
     model_json = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
-    extra = {"extra_special_tokens": dict(named_tokens)} if named_tokens else {}
-    return GemmaTokenizer(vocab=model_json["vocab"], merges=merges, **extra)
+    return model_json["vocab"], merges
+
+
+def _byte_level(
+    vocab_size: int, schemas: Sequence[str | SchemaSpec] | None, specials: list[str], split: Any = None
+) -> tuple[dict[str, int], list[Any]]:
+    """A byte-level BPE's vocabulary and merges (GPT-2's layout, as BART and Qwen2 use), ``split`` before bytes."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split is None)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level]) if split is not None else byte_level
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size + len(specials) + 256,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    return _train(bpe, trainer, schemas)
 
 
 def build_tiny_paligemma(
@@ -451,29 +478,15 @@ def _tiny_byte_level_tokenizer(
     vocab_size: int, schemas: Sequence[str | SchemaSpec] | None, specials: list[str]
 ) -> Any:
     """A byte-level BPE in Qwen2's layout (its pre-tokenizer: digits single, bytes as characters)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Regex, pre_tokenizers
     from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size + len(specials) + 256,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(tokenizer_corpus(schemas, seed=0), trainer)
-    model_json = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_json["merges"]]
+    split = pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated")
+    vocab, merges = _byte_level(vocab_size, schemas, specials, split)
     # As the instruct checkpoints: a turn ends the answer (<|im_end|> is EOS), <|endoftext|> pads.
     return Qwen2Tokenizer(
-        vocab=model_json["vocab"],
+        vocab=vocab,
         merges=merges,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -607,6 +620,86 @@ def build_tiny_qwen_vl(
     return _save_tiny(model, processor, tokenizer, out, "<|im_end|>")
 
 
+def build_tiny_florence2(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    image_size: int = 64,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    vocab_size: int = 700,
+    num_heads: int = 2,
+    initializer_range: float = 0.1,
+    schemas: Sequence[str | SchemaSpec] | None = None,
+) -> Path:
+    """Build a tiny random Florence-2 (DaViT encoder, BART encoder-decoder), offline, and save it at ``path``.
+
+    The real ``Florence2Processor`` (it wraps the prompt in the image tokens and ``<s>``...``</s>`` for the encoder)
+    with a byte-level BPE in BART's layout; the vision tower's four stages stride the page down 32 times, so a
+    ``image_size`` page gives ``(image_size // 32) ** 2 + 1`` image tokens. Arguments as `build_tiny_paligemma`.
+    """
+    import torch
+    from transformers import (
+        BartTokenizer,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "<image>"]
+    vocab, merges = _byte_level(vocab_size, schemas, specials)
+    tokenizer = BartTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": "<image>"})
+    image_processor = CLIPImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        crop_size={"height": image_size, "width": image_size},
+    )
+    image_processor.image_seq_length = (image_size // 32) ** 2 + 1  # the stages' tokens and one pooled token
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    config = Florence2Config(
+        vision_config={
+            "depths": [1, 1, 1, 1],
+            "embed_dim": [16, 32, 32, 64],
+            "num_heads": [1, 2, 2, 2],
+            "num_groups": [1, 2, 2, 2],
+            "window_size": 2,
+            "projection_dim": hidden_size,
+            "drop_path_rate": 0.0,
+            "initializer_range": initializer_range,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),
+            "d_model": hidden_size,
+            "encoder_layers": 1,
+            "decoder_layers": num_layers,
+            "encoder_attention_heads": num_heads,
+            "decoder_attention_heads": num_heads,
+            "encoder_ffn_dim": hidden_size * 2,
+            "decoder_ffn_dim": hidden_size * 2,
+            "max_position_embeddings": 1024,
+            "init_std": initializer_range,
+            "dropout": 0.0,  # a memorisation run reads training-mode accuracy: no dropout noise in it
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "decoder_start_token_id": tokenizer.eos_token_id,
+            "forced_bos_token_id": None,
+            "forced_eos_token_id": None,
+        },
+        image_token_id=tokenizer.image_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    return out
+
+
 def _save_tiny(model: Any, processor: Any, tokenizer: Any, out: Path, end_token: str) -> Path:
     """Save a tiny chat model whose generation stops at its end-of-turn token, as the real checkpoints do."""
     model.generation_config.eos_token_id = [
@@ -624,6 +717,7 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "idefics3": build_tiny_idefics3,
     "gemma3": build_tiny_gemma3,
     "qwen_vl": build_tiny_qwen_vl,
+    "florence2": build_tiny_florence2,
 }
 """A tiny random model builder for each family in `invoice_vlm.families`."""
 

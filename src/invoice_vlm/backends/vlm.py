@@ -261,6 +261,10 @@ def check_processor(family: Family, processor: Any, ref: str) -> None:
         raise ModelLoadError(
             f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref
         )
+    if family.prompt_style == "task" and not hasattr(processor, "image_token"):
+        raise ModelLoadError(
+            f"{ref!r} has a {type(processor).__name__}, not a {family.title} processor.", ref
+        )
     if family.prompt_style == "chat":
         if not hasattr(processor, "apply_chat_template") or not hasattr(processor, "image_token"):
             raise ModelLoadError(
@@ -454,7 +458,9 @@ class TransformersBackend:
         inputs = model_inputs(self.family, self.processor, images, request.prompt, self.image_options)
         inputs = inputs.to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        prefix_len = inputs["input_ids"].shape[1]
+        # A decoder-only model returns the prompt and then the answer; an encoder-decoder, its start token and then
+        # the answer.
+        prefix_len = 1 if self.family.encoder_decoder else inputs["input_ids"].shape[1]
         tokenizer = self.processor.tokenizer
         processors = []
         recorder = None

@@ -134,6 +134,8 @@ class ChatCollator:
         prompts = model_inputs(self.family, self.processor, images, self.prompt, self.image_options)
         tokenizer = self.processor.tokenizer
         end = self.family.target_end_id(tokenizer)
+        if self.family.encoder_decoder:
+            return self._encoder_decoder(examples, images, prompts, end)
         ids = prompts["input_ids"]
         per_token = [
             k for k, v in prompts.items() if hasattr(v, "shape") and tuple(v.shape) == tuple(ids.shape)
@@ -160,16 +162,7 @@ class ChatCollator:
                 {key: [*prompts[key][row][live].tolist(), *_target_fill(key, target)] for key in per_token}
                 | {"labels": [-100] * prompt_len + target}
             )
-        if any(cut):
-            self.truncated_rows += sum(cut)
-            if not self._warned:
-                warnings.warn(
-                    f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
-                    "(the model will not learn their ends); raise max_length or shorten the targets.",
-                    InvoiceVLMWarning,
-                    stacklevel=2,
-                )
-                self._warned = True
+        self._warn_cut(cut)
         width = max(len(row["labels"]) for row in rows)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
         pads = {"input_ids": pad_id, "labels": -100}
@@ -183,6 +176,51 @@ class ChatCollator:
         out = BatchFeature(batch)
         out["truncated"] = cut  # read by the guards, removed before the model sees the batch
         out["guard_images"] = images  # the guards rebuild each row's inference prompt from them
+        return out
+
+    def _fit(self, target: list[int], room: int) -> tuple[list[int], bool]:
+        if self.max_length is None:
+            return target, False
+        if room < 1:
+            raise ValueError(f"max_length={self.max_length} leaves no room for a target.")
+        return target[:room], len(target) > room
+
+    def _warn_cut(self, cut: list[bool]) -> None:
+        if any(cut):
+            self.truncated_rows += sum(cut)
+            if not self._warned:
+                warnings.warn(
+                    f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
+                    "(the model will not learn their ends); raise max_length or shorten the targets.",
+                    InvoiceVLMWarning,
+                    stacklevel=3,
+                )
+                self._warned = True
+
+    def _encoder_decoder(
+        self, examples: Sequence[dict[str, Any]], images: list[Any], prompts: Any, end: int
+    ) -> Any:
+        """An encoder-decoder batch (Florence-2): the inference prompt for the encoder, the target as the labels.
+
+        The model builds the decoder's inputs from the labels (its start token, then the labels shifted right), as
+        generation starts from that start token.
+        """
+        import torch
+        from transformers import BatchFeature
+
+        tokenizer = self.processor.tokenizer
+        targets, cut = [], []
+        for example in examples:
+            ids = tokenizer(example["target"], add_special_tokens=False)["input_ids"]
+            fitted, was_cut = self._fit(ids, (self.max_length or 0) - 1)
+            targets.append([*fitted, end])
+            cut.append(was_cut)
+        self._warn_cut(cut)
+        width = max(len(t) for t in targets)
+        out = BatchFeature(dict(prompts))
+        out["labels"] = torch.tensor([t + [-100] * (width - len(t)) for t in targets], dtype=torch.long)
+        out["truncated"] = cut
+        out["guard_images"] = images
         return out
 
 

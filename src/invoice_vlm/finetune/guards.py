@@ -34,9 +34,15 @@ def check_attention(model: Any, family: Family | None = None) -> None:
     if "flash_attention_2" in (impl, text_impl):
         raise GuardError(
             "attention",
-            f"the model uses flash_attention_2, which loses {family.title if family else 'PaliGemma'}'s "
-            "bidirectional attention over the image (and prefix); load it with attn_implementation='sdpa' or 'eager'.",
+            f"the model uses flash_attention_2, which loses {_noncausal(family)}; load it with "
+            "attn_implementation='sdpa' or 'eager'.",
         )
+
+
+def _noncausal(family: Family | None) -> str:
+    if family is None or family.prompt_style == "prefix":
+        return "PaliGemma's prefix-LM mask (image and prompt would attend causally)"
+    return f"{family.title}'s bidirectional attention among image tokens"
 
 
 def check_batch(
@@ -156,6 +162,9 @@ def check_chat_batch(
     if len(images) != input_ids.shape[0]:
         raise GuardError("prompt", f"{len(images)} images for {input_ids.shape[0]} rows.")
     options = dict(family.image_options) if image_options is None else image_options
+    if family.encoder_decoder:
+        _check_encoder_decoder(batch, processor, prompt, family, images, truncated, options)
+        return
     for row in range(input_ids.shape[0]):
         expected = model_inputs(family, processor, [images[row]], prompt, options)["input_ids"][0].tolist()
         ids = input_ids[row].tolist()
@@ -189,6 +198,52 @@ def check_chat_batch(
         target = [lb for lb in lab if lb != -100]
         if not target:
             raise GuardError("labels", f"row {row} has no target tokens to learn.")
+        if not (truncated and truncated[row]) and target[-1] != end_id:
+            raise GuardError(
+                "eos",
+                f"row {row}'s target ends with {tokenizer.decode(target[-3:])!r}, not the end token "
+                f"{tokenizer.convert_ids_to_tokens(end_id)!r}; the model would never learn to stop.",
+            )
+
+
+def _check_encoder_decoder(
+    batch: dict[str, Any],
+    processor: Any,
+    prompt: str,
+    family: Family,
+    images: list[Any],
+    truncated: list[bool] | None,
+    options: dict[str, Any],
+) -> None:
+    """The encoder's tokens are inference's prompt; the labels are the target, then the end token, then -100."""
+    tokenizer = processor.tokenizer
+    end_id = family.target_end_id(tokenizer)
+    image_id = getattr(processor, "image_token_id", None)
+    mask = batch.get("attention_mask")
+    for row in range(batch["input_ids"].shape[0]):
+        expected = model_inputs(family, processor, [images[row]], prompt, options)["input_ids"][0].tolist()
+        ids = batch["input_ids"][row].tolist()
+        live = mask[row].tolist() if mask is not None else [1] * len(ids)
+        given = [t for t, lv in zip(ids, live, strict=True) if lv]
+        if given != expected:
+            raise GuardError(
+                "prompt",
+                f"row {row}'s encoder input is not the inference prompt's tokens for its image (it reads "
+                f"{tokenizer.decode([t for t in given if t != image_id])!r}, inference sends "
+                f"{tokenizer.decode([t for t in expected if t != image_id])!r}).",
+            )
+        if image_id is None or given.count(image_id) == 0:
+            raise GuardError(
+                "image_tokens", f"row {row} has no image tokens; the page would not reach the model."
+            )
+        labels = batch["labels"][row].tolist()
+        target = [lb for lb in labels if lb != -100]
+        if not target:
+            raise GuardError("labels", f"row {row} has no target tokens to learn.")
+        if labels[: len(target)] != target:
+            raise GuardError(
+                "labels", f"row {row}'s labels have -100 inside the target; padding goes at the end only."
+            )
         if not (truncated and truncated[row]) and target[-1] != end_id:
             raise GuardError(
                 "eos",

@@ -34,7 +34,7 @@ from invoice_vlm.errors import (
 )
 from invoice_vlm.families import Family, family_for_model_type, get_family, read_model_type
 from invoice_vlm.finetune.collator import ChatCollator, PaliGemmaCollator
-from invoice_vlm.finetune.config import FinetuneConfig
+from invoice_vlm.finetune.config import DEFAULT_LORA_TARGETS, FinetuneConfig
 from invoice_vlm.finetune.guards import check_attention, check_batch, check_chat_batch, check_lora_scope
 from invoice_vlm.schemas import SchemaSpec, resolve_schema
 
@@ -173,9 +173,9 @@ def _prepare_trainable(model: Any, config: FinetuneConfig, family: Family) -> An
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=family.lora_target_regex(config.lora_targets, config.train_vision_tower),
+            target_modules=family.lora_target_regex(_lora_targets(config, family), config.train_vision_tower),
             modules_to_save=list(family.projector) if config.train_projector else None,
-            task_type="CAUSAL_LM",
+            task_type="SEQ_2_SEQ_LM" if family.encoder_decoder else "CAUSAL_LM",
         )
         with quiet_peft():
             model = get_peft_model(model, lora)
@@ -190,6 +190,13 @@ def _prepare_trainable(model: Any, config: FinetuneConfig, family: Family) -> An
         )
     check_lora_scope(model, family, config.train_vision_tower)
     return model
+
+
+def _lora_targets(config: FinetuneConfig, family: Family) -> list[str]:
+    """The projections LoRA adapts: the config's, or the family's own names when the config keeps the default."""
+    if family.lora_targets and list(config.lora_targets) == list(DEFAULT_LORA_TARGETS):
+        return list(family.lora_targets)
+    return list(config.lora_targets)
 
 
 def _trainer_class() -> Any:
@@ -233,6 +240,8 @@ def _trainer_class() -> Any:
                         self.invoice["image_options"],
                     )
                 self._guarded = True
+            if self.invoice["family"].encoder_decoder:
+                return self._decoder_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.invoice["answer_only_logits"]:
                 return self._answer_only_loss(model, inputs, return_outputs, num_items_in_batch)
             return self._full_logits_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -255,6 +264,29 @@ def _trainer_class() -> Any:
             outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
             targets = labels[:, 1:][keep[:, :-1]]
             logits = outputs.logits.float()
+            count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
+            loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            self._log_token_metrics(model, inputs, logits, targets)
+            return (loss, outputs) if return_outputs else loss
+
+        def _decoder_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool, num_items_in_batch: Any
+        ) -> Any:
+            """An encoder-decoder's loss: every decoder position is a target, its logits aligned with its label.
+
+            The labels go in with the inputs (the model builds the decoder's inputs from them); the loss is summed
+            over the target tokens and divided by their count across the accumulated batches, as on the other path.
+            """
+            import torch
+            import torch.nn.functional as F
+
+            labels = inputs["labels"]
+            outputs = model(**inputs, use_cache=False)
+            mask = labels != -100
+            logits = outputs.logits[mask].float()
+            targets = labels[mask]
             count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
             loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
