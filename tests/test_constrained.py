@@ -178,7 +178,7 @@ def test_confidence_is_taken_after_the_mask(constrained_tag):
     """A chosen token's probability is over the tokens the grammar allows, not over the whole vocabulary."""
     import torch
 
-    from invoice_vlm.backends.paligemma import _logits_processor
+    from invoice_vlm.backends.vlm import _logits_processor
 
     backend = constrained_tag.backend
     grammar = backend._grammar(constrained_tag.request.json_schema)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from invoice_vlm.backends._hf import has_processor, load_processor, resolve_device_dtype
-from invoice_vlm.backends.vlm import TransformersBackend, _logits_processor, char_confidence, check_processor
+from invoice_vlm.backends.vlm import TransformersBackend, char_confidence, check_processor
 from invoice_vlm.families import PALIGEMMA_IMAGE_TOKEN, get_family
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 IMAGE_TOKEN = PALIGEMMA_IMAGE_TOKEN
-_logits_processor = _logits_processor  # kept importable from here (tests of the recorder use it)
 
 
 def build_prompt(prompt: str) -> str:

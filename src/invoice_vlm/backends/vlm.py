@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["TransformersBackend", "char_confidence", "model_inputs"]
+__all__ = ["TransformersBackend", "char_confidence", "check_image_options", "check_processor", "model_inputs"]
 
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -212,7 +212,7 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
     return ChosenProbability()
 
 
-def _check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
+def check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
     """The image options as a dict, refused when the family's image processor has no such setting."""
     image_processor = getattr(processor, "image_processor", None)
     valid = getattr(image_processor, "valid_kwargs", None)  # a TypedDict of the settings it takes
@@ -242,7 +242,9 @@ def model_inputs(
     options = family.image_options if image_options is None else image_options
     text = family.prompt_text(processor, prompt)
     return processor(
-        images=family.images_argument([image.convert("RGB") for image in images]),
+        images=family.images_argument(
+            [image if image.mode == "RGB" else image.convert("RGB") for image in images]
+        ),
         text=[text] * len(images),
         return_tensors="pt",
         padding=True,
@@ -389,7 +391,7 @@ class TransformersBackend:
         family.require()
         processor = load_processor(refs.processor)
         check_processor(family, processor, refs.processor)
-        settings = _check_image_options(
+        settings = check_image_options(
             processor, {**family.image_options, **dict(image_options or {})}, family
         )
         from transformers import AutoModelForImageTextToText

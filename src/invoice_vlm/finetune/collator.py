@@ -21,7 +21,28 @@ from invoice_vlm.families import Family
 __all__ = ["ChatCollator", "PaliGemmaCollator"]
 
 
-class PaliGemmaCollator:
+class _CutTargets:
+    """Counts and warns (once per collator) about targets cut to ``max_length``."""
+
+    max_length: int | None
+    truncated_rows: int
+    _warned: bool
+
+    def _warn_cut(self, cut: list[bool]) -> None:
+        if not any(cut):
+            return
+        self.truncated_rows += sum(cut)
+        if not self._warned:
+            warnings.warn(
+                f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
+                "(the model will not learn their ends); raise max_length or shorten the targets.",
+                InvoiceVLMWarning,
+                stacklevel=3,
+            )
+            self._warned = True
+
+
+class PaliGemmaCollator(_CutTargets):
     """Turn dataset rows (``image``, ``target``) into a PaliGemma training batch.
 
     Args:
@@ -67,16 +88,7 @@ class PaliGemmaCollator:
         """Build ``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values`` and ``labels``."""
         images = [ex["image"].convert("RGB") for ex in examples]
         targets, cut = self._fit_targets([ex["target"] for ex in examples])
-        if any(cut):
-            self.truncated_rows += sum(cut)
-            if not self._warned:
-                warnings.warn(
-                    f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
-                    "(the model will not learn their ends); raise max_length or shorten the targets.",
-                    InvoiceVLMWarning,
-                    stacklevel=2,
-                )
-                self._warned = True
+        self._warn_cut(cut)
         batch = self.processor(
             text=[build_prompt(self.prompt)] * len(examples),
             images=images,
@@ -89,7 +101,7 @@ class PaliGemmaCollator:
         return batch
 
 
-class ChatCollator:
+class ChatCollator(_CutTargets):
     """Turn dataset rows (``image``, ``target``) into a training batch for a chat-template family.
 
     For Idefics3/SmolVLM, Gemma 3...: the inference prompt's tokens, then the target's tokens and the end token.
@@ -130,7 +142,7 @@ class ChatCollator:
         import torch
         from transformers import BatchFeature
 
-        images = [ex["image"].convert("RGB") for ex in examples]
+        images = [ex["image"] for ex in examples]
         prompts = model_inputs(self.family, self.processor, images, self.prompt, self.image_options)
         tokenizer = self.processor.tokenizer
         end = self.family.target_end_id(tokenizer)
@@ -146,17 +158,8 @@ class ChatCollator:
             live = prompts["attention_mask"][row].bool()
             target = tokenizer(example["target"], add_special_tokens=False)["input_ids"]
             prompt_len = int(live.sum())
-            if self.max_length is not None:
-                room = self.max_length - prompt_len - 1  # one place for the end token
-                if room < 1:
-                    raise ValueError(
-                        f"max_length={self.max_length} leaves no room for a target after {prompt_len} image and "
-                        "prompt tokens."
-                    )
-                cut.append(len(target) > room)
-                target = target[:room]
-            else:
-                cut.append(False)
+            target, was_cut = self._fit(target, prompt_len)
+            cut.append(was_cut)
             target = [*target, end]
             rows.append(
                 {key: [*prompts[key][row][live].tolist(), *_target_fill(key, target)] for key in per_token}
@@ -178,24 +181,16 @@ class ChatCollator:
         out["guard_images"] = images  # the guards rebuild each row's inference prompt from them
         return out
 
-    def _fit(self, target: list[int], room: int) -> tuple[list[int], bool]:
+    def _fit(self, target: list[int], prompt_len: int) -> tuple[list[int], bool]:
+        """The target cut to what ``max_length`` leaves after ``prompt_len`` tokens and the end token; whether cut."""
         if self.max_length is None:
             return target, False
+        room = self.max_length - prompt_len - 1  # one place for the end token
         if room < 1:
-            raise ValueError(f"max_length={self.max_length} leaves no room for a target.")
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for a target after {prompt_len} image and prompt tokens."
+            )
         return target[:room], len(target) > room
-
-    def _warn_cut(self, cut: list[bool]) -> None:
-        if any(cut):
-            self.truncated_rows += sum(cut)
-            if not self._warned:
-                warnings.warn(
-                    f"{sum(cut)} target(s) in this batch are longer than max_length={self.max_length} and were cut "
-                    "(the model will not learn their ends); raise max_length or shorten the targets.",
-                    InvoiceVLMWarning,
-                    stacklevel=3,
-                )
-                self._warned = True
 
     def _encoder_decoder(
         self, examples: Sequence[dict[str, Any]], images: list[Any], prompts: Any, end: int
@@ -212,7 +207,7 @@ class ChatCollator:
         targets, cut = [], []
         for example in examples:
             ids = tokenizer(example["target"], add_special_tokens=False)["input_ids"]
-            fitted, was_cut = self._fit(ids, (self.max_length or 0) - 1)
+            fitted, was_cut = self._fit(ids, 0)  # the decoder holds the target alone
             targets.append([*fitted, end])
             cut.append(was_cut)
         self._warn_cut(cut)

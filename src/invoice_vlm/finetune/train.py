@@ -255,7 +255,6 @@ def _trainer_class() -> Any:
             its logits are one row per target token, in one matrix product, nothing computed twice.
             """
             import torch
-            import torch.nn.functional as F
 
             labels = inputs["labels"]
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -263,12 +262,7 @@ def _trainer_class() -> Any:
             model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             outputs = model(**model_inputs, use_cache=False, logits_to_keep=keep)
             targets = labels[:, 1:][keep[:, :-1]]
-            logits = outputs.logits.float()
-            count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
-            loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes
-            self._log_token_metrics(model, inputs, logits, targets)
+            loss = self._target_loss(model, inputs, outputs.logits.float(), targets, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
 
         def _decoder_loss(
@@ -279,20 +273,27 @@ def _trainer_class() -> Any:
             The labels go in with the inputs (the model builds the decoder's inputs from them); the loss is summed
             over the target tokens and divided by their count across the accumulated batches, as on the other path.
             """
-            import torch
-            import torch.nn.functional as F
-
             labels = inputs["labels"]
             outputs = model(**inputs, use_cache=False)
             mask = labels != -100
-            logits = outputs.logits[mask].float()
-            targets = labels[mask]
+            loss = self._target_loss(
+                model, inputs, outputs.logits[mask].float(), labels[mask], num_items_in_batch
+            )
+            return (loss, outputs) if return_outputs else loss
+
+        def _target_loss(
+            self, model: Any, inputs: dict[str, Any], logits: Any, targets: Any, num_items_in_batch: Any
+        ) -> Any:
+            """Cross-entropy summed over the target rows, divided by the target tokens across accumulated batches."""
+            import torch
+            import torch.nn.functional as F
+
             count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
             loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             self._log_token_metrics(model, inputs, logits, targets)
-            return (loss, outputs) if return_outputs else loss
+            return loss
 
         def _full_logits_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool, num_items_in_batch: Any
@@ -582,7 +583,7 @@ def _collator(
 
 def _image_options(config: FinetuneConfig, family: Family, processor: Any) -> dict[str, Any]:
     """The image settings the run trains and saves: the config's, else the family's document defaults."""
-    from invoice_vlm.backends.vlm import _check_image_options
+    from invoice_vlm.backends.vlm import check_image_options
 
     if config.image_options is None:
         return dict(family.image_options)
@@ -592,7 +593,7 @@ def _image_options(config: FinetuneConfig, family: Family, processor: Any) -> di
             key="image_options",
         )
     try:
-        return _check_image_options(processor, config.image_options, family)
+        return check_image_options(processor, config.image_options, family)
     except ModelLoadError as exc:
         raise ConfigError(str(exc), key="image_options") from None
 
