@@ -414,3 +414,30 @@ def test_scoring_a_dataset_against_itself_is_perfect(tmp_path, capsys):
     code, out, _ = run(capsys, "score", rows, rows)
     summary = json.loads(out)
     assert code == 0 and summary["field_accuracy"] == 1.0 and summary["document_accuracy"] == 1.0
+
+
+def test_extract_queues_the_pages_that_need_a_person(tmp_path, capsys, fake_backend):
+    """GOOD is an invoice: on the pallet_label schema it fails, so every readable page is queued; unreadable files
+    are not (there is nothing to review), and a merged multi-page result is said to be left out."""
+    from invoice_vlm.review import ReviewQueue
+
+    docs = mixed_documents(tmp_path / "in")
+    reviews = tmp_path / "reviews"
+    code, _, err = run(
+        capsys, "extract", *docs, *fake_backend, "--review-dir", str(reviews), "-o", str(tmp_path / "o.jsonl")
+    )
+    assert code == 1 and "6 page(s) queued for review" in err  # good.png, two.tif's 2 pages, three.pdf's 3
+    queue = ReviewQueue(reviews)
+    items = [queue.get(item_id) for item_id in queue.order()]
+    assert sorted(item.source for item in items)[0].endswith("good.png")
+    assert all(item.record["needs_review"] for item in items)
+    code, out, err = run(capsys, "reviews", str(reviews))
+    assert code == 0 and json.loads(out)["queue"] == {"left": 6, "accepted": 0, "total": 6, "skipped": 0}
+    merged = ["--pages", "merge", "--review-dir", str(tmp_path / "merged")]
+    code, _, err = run(capsys, "extract", docs[3], *fake_backend, *merged)
+    assert "0 page(s) queued" in err and "1 result(s) merged from several pages not queued" in err
+    code, _, err = run(capsys, "extract", *docs, *fake_backend, "--review-dir", str(reviews), "--ray")
+    assert code == 2 and "--review-dir" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = run(capsys, "extract", docs[0], *fake_backend, "--review-dir", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in err

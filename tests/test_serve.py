@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -468,7 +469,7 @@ def test_focusing_a_field_draws_its_box_on_the_page(live_server, tmp_path):
         field = page.locator('input[data-path="shipment_id"]')
         field.wait_for(timeout=60000)
         assert field.input_value() == shipment
-        assert page.locator("#mark").is_hidden()
+        assert page.evaluate("document.activeElement.classList.contains('value')")  # a field has the keyboard
         field.focus()
         mark = page.locator("#mark")
         mark.wait_for(state="visible", timeout=5000)
@@ -521,3 +522,132 @@ def test_bounded_load_against_the_ocr_backend(live_server):
 
     statuses = asyncio.run(load(48, 16))
     assert statuses == [200] * 48
+
+
+@pytest.mark.slow
+def test_a_batch_becomes_a_queue_reviewed_by_keyboard_then_training_data(
+    live_server, tiny_model, tmp_path, capsys
+):
+    """The loop of docs/serve.md: extract a batch with --review-dir, review three documents with the keyboard only
+    (one value corrected, one filled by clicking its word on the page), skip one, fine-tune on the accepted ones and
+    evaluate the model before and after."""
+    pytest.importorskip("rapidocr")
+    pytest.importorskip("datasets")
+    playwright = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("needs the system's Chromium (.ci/run installs it)")
+    import os
+
+    import numpy as np
+
+    from invoice_vlm.cli import main
+    from invoice_vlm.data.synth import generate
+    from invoice_vlm.review import review_items
+
+    reviews = tmp_path / "reviews"
+    files, truth = [], {}
+    for seed in range(5):
+        document = generate("pallet_label", 40 + seed)
+        path = tmp_path / f"label{seed}.png"
+        document.image.convert("RGB").save(path)
+        files.append(str(path))
+        truth[path.name] = document.data
+    flags = ["--backend", "ocr", "--schema", "pallet_label", "--no-progress", "--review-dir", str(reviews)]
+    assert (
+        main(["extract", *files, *flags, "--min-confidence", "0.999", "-o", str(tmp_path / "out.jsonl")]) == 0
+    )
+    assert "5 page(s) queued for review" in capsys.readouterr().err
+    extractor = InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label")
+    config = ServeConfig(review_dir=reviews, reviewers={"ann": "key-ann"}, holdout=0.34)
+    url = live_server(extractor, config)
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + "/")
+        page.focus("#key")
+        page.keyboard.type("key-ann")
+        page.keyboard.press("Tab")  # the key is taken when the field is left; the queue opens
+        page.wait_for_selector("#progress:has-text('5 of 5 left')", timeout=15000)
+
+        def active_path() -> str:
+            return page.evaluate("document.activeElement && document.activeElement.dataset.path || ''")
+
+        def tab_to(path: str) -> None:
+            for _ in range(80):
+                if active_path() == path:
+                    return
+                page.keyboard.press("Tab")
+            raise AssertionError(f"Tab never reached {path}")
+
+        def source() -> str:
+            return page.locator("#status").inner_text().split(":")[0].split()[-1]
+
+        # 1: the focused field's box is drawn where its value is printed; a value is corrected by typing.
+        page.wait_for_selector("input[data-path='shipment_id']", timeout=15000)
+        first = source()
+        tab_to("shipment_id")
+        mark = page.locator("#mark")
+        mark.wait_for(state="visible", timeout=5000)
+        shipment = truth[Path(first).name]["shipment_id"]
+        assert page.locator("#where").inner_text() == f"shipment_id: printed as \u201c{shipment}\u201d"
+        pixels = np.asarray(
+            Image.open(io.BytesIO(page.screenshot(clip=mark.bounding_box()))).convert("L"), dtype=float
+        )
+        inner = pixels[3:-3, 3:-3]
+        assert (inner < 100).mean() > 0.03 and (inner > 180).mean() > 0.2  # the value's ink on paper
+        if "INVOICE_VLM_SCREENSHOT" in os.environ:
+            page.screenshot(path=os.environ["INVOICE_VLM_SCREENSHOT"], full_page=True)
+        tab_to("salesman")
+        page.keyboard.press("Control+A")
+        page.keyboard.type("Ann Reviewer")
+        page.wait_for_selector("#status:has-text('Valid')", timeout=5000)
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#status:has-text('Saved {first}')", timeout=15000)
+        page.wait_for_selector("#progress:has-text('4 of 5 left')", timeout=5000)
+
+        # 2: a value emptied, then filled by clicking its word on the page (the field keeps the focus).
+        second = source()
+        dock = truth[Path(second).name]["dock"]
+        tab_to("dock")
+        page.keyboard.press("Control+A")
+        page.keyboard.press("Delete")
+        page.locator(f".word[data-text='{dock}']").first.click()
+        assert active_path() == "dock" and page.input_value("input[data-path='dock']") == dock
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#status:has-text('Saved {second}')", timeout=15000)
+
+        # 3: skipped; 4: accepted as read.
+        skipped = source()
+        page.keyboard.press("Alt+S")
+        page.wait_for_selector(f"#status:has-text('Skipped {skipped}')", timeout=15000)
+        fourth = source()
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"#status:has-text('Saved {fourth}')", timeout=15000)
+        page.wait_for_selector("#progress:has-text('2 of 5 left (1 skipped by you)')", timeout=5000)
+        browser.close()
+
+    rows = review_items(reviews)
+    assert sorted(Path(row["source"]).name for row in rows) == sorted(
+        Path(s).name for s in (first, second, fourth)
+    )
+    assert all(row["reviewer"] == "ann" for row in rows) and [row["split"] for row in rows].count("test") == 1
+    by_name = {Path(row["source"]).name: json.loads(row["suffix"]) for row in rows}
+    assert by_name[Path(first).name]["salesman"] == "Ann Reviewer"
+    assert by_name[Path(first).name]["shipment_id"] == shipment
+    assert by_name[Path(second).name]["dock"] == dock
+
+    out = tmp_path / "model"
+    code = main(
+        ["finetune", "--base-model", str(tiny_model), "--data", str(reviews), "--schema", "pallet_label",
+         "--output-dir", str(out), "--num-train-epochs", "1"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(
+        ["evaluate", "--model", str(out), "--before", str(tiny_model), "--data", str(reviews), "--split", "test",
+         "--no-evidence", "--max-new-tokens", "16", "--no-progress"]
+    )  # fmt: skip
+    table = capsys.readouterr().out
+    assert code == 0
+    assert "| metric | before | after | change |" in table and "| field_accuracy |" in table

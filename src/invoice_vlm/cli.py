@@ -233,6 +233,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from invoice_vlm.inputs import describe_source
 
     if args.ray:
+        if args.review_dir is not None:
+            raise CLIError("--review-dir queues pages from a plain run; it does not apply with --ray.")
         return _cmd_extract_ray(args)
     given = [flag for key, flag in _RAY_FLAGS.items() if getattr(args, key) is not None]
     if given:
@@ -254,16 +256,25 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             _refuse_existing(output)
     elif args.resume and output is None:
         raise CLIError("--resume needs --output FILE: it skips the documents that file already holds.")
+    queue = None
+    if args.review_dir is not None:
+        from invoice_vlm.review import ReviewQueue
+
+        queue = ReviewQueue(args.review_dir)  # a file given as the folder fails here, before the model loads
     extractor = _load_extractor(args)
-    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0}
+    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0, "queued": 0, "merged": 0}
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         sink: TextIO = output.open("a" if args.resume else "w", encoding="utf-8")
     else:
         sink = sys.stdout
     try:
-        for results in extractor.extract_iter(
-            documents, batch_size=args.batch_size, progress=not args.no_progress, pages=args.pages
+        for document, results in zip(
+            documents,
+            extractor.extract_iter(
+                documents, batch_size=args.batch_size, progress=not args.no_progress, pages=args.pages
+            ),
+            strict=True,
         ):
             counts["documents"] += 1
             for result in results:
@@ -273,6 +284,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                     counts["valid" if result.valid else "invalid"] += 1
                 sink.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
             sink.flush()  # one document at a time: an interrupted run keeps what it finished
+            if queue is not None:
+                queued, merged = queue.add_results(
+                    document, results, prompt=extractor.prompt, min_confidence=args.min_confidence
+                )
+                counts["queued"] += queued
+                counts["merged"] += merged
     finally:
         if sink is not sys.stdout:
             sink.close()
@@ -282,6 +299,13 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     )
     if skipped:
         summary += f"; {skipped} already in {output}, skipped"
+    if queue is not None:
+        summary += f"; {counts['queued']} page(s) queued for review in {args.review_dir}"
+        if counts["merged"]:
+            summary += (
+                f" ({counts['merged']} result(s) merged from several pages not queued: "
+                "use --pages each to review them page by page)"
+            )
     print(summary, file=sys.stderr)
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
@@ -373,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --output: skip the documents the file already holds and append the rest",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument(
+        "--review-dir",
+        type=Path,
+        help="also queue the pages that need a person (invalid, a field below --min-confidence, or a value printed "
+        "nowhere) in this folder, for invoice-vlm serve --review-dir (default: none)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=_fraction,
+        default=0.8,
+        help="with --review-dir: fields below it need a person (default: 0.8)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (model loading included)")
     ray = p.add_argument_group(
         "on Ray Data (the 'ray' extra)",
@@ -413,6 +449,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
 
 
@@ -506,18 +552,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report is not None:
         require("invoice-vlm evaluate --report (per_field.png)", "plot", "matplotlib")
     extractor = _load_extractor(args)
-    report = evaluate(
-        extractor,
-        args.data,
-        split=args.split,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        limit=args.limit,
-        on_error="skip" if args.on_error == "skip" else "raise",
-    )
+
+    def run(model: Any) -> Any:
+        return evaluate(
+            model,
+            args.data,
+            split=args.split,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            limit=args.limit,
+            on_error="skip" if args.on_error == "skip" else "raise",
+        )
+
+    report = run(extractor)
     out = report.save(args.report) if args.report else None
-    _headline(report, out)
+    if args.before is None:
+        _headline(report, out)
+        return EXIT_OK
+    schema = args.schema or extractor.schema.name  # the same schema for both, also when --model saved it
+    del extractor  # one model in memory at a time
+    options = {**vars(args), "model": args.before, "adapter": None, "schema": schema}
+    before = run(_load_extractor(argparse.Namespace(**options)))
+    print(_before_after(before, report, args.before, args.model))
+    if out is not None:
+        print(f"report of --model: {out}", file=sys.stderr)
     return EXIT_OK
+
+
+def _before_after(before: Any, after: Any, before_name: str, after_name: str | None) -> str:
+    """A Markdown table of two models' headline metrics on the same documents."""
+    lines = [
+        f"{before.num_documents} document(s); before: {before_name}, after: {after_name}",
+        "",
+        "| metric | before | after | change |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, value in after.metrics.items():
+        was = before.metrics.get(name)
+        change = "" if was is None else f"{value - was:+.4f}"
+        lines.append(f"| {name} | {'' if was is None else f'{was:.4f}'} | {value:.4f} | {change} |")
+    return "\n".join(lines)
 
 
 def _read_jsonl(path: Path) -> list[Any]:
@@ -610,6 +684,12 @@ def _register_evaluate(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=_positive_int, default=8, help="pages per model call (default: 8)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N documents (default: all)")
+    p.add_argument(
+        "--before",
+        metavar="MODEL",
+        help="also evaluate this model (the one before fine-tuning) on the same documents and print a before/after "
+        "table instead of the JSON summary (default: none)",
+    )
     _on_error_flag(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (model loading included)")
     p.set_defaults(func=_cmd_evaluate)
@@ -751,6 +831,56 @@ def _register_finetune(sub: Any) -> None:
     p.set_defaults(func=_cmd_finetune)
 
 
+def _read_reviewers(path: Path) -> dict[str, str]:
+    """``--reviewers FILE``: a JSON object of reviewer name -> key."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CLIError(f"--reviewers {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f'--reviewers {path} is not JSON ({exc.msg}); write {{"ann": "her key"}}') from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()) or not value:
+        raise CLIError(f'--reviewers {path} must be a JSON object of name -> key, e.g. {{"ann": "her key"}}')
+    return value
+
+
+def _cmd_reviews(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from invoice_vlm.review import ReviewQueue, drop_reviewer, review_items
+
+    if not args.review_dir.is_dir():
+        raise CLIError(f"{args.review_dir} is not a folder of reviews")
+    if args.drop_reviewer:
+        dropped = drop_reviewer(args.review_dir, args.drop_reviewer)
+        print(
+            f"{dropped} document(s) accepted by {args.drop_reviewer} moved to {args.review_dir / 'removed'}",
+            file=sys.stderr,
+        )
+    rows = review_items(args.review_dir)
+    summary = {
+        "queue": ReviewQueue(args.review_dir).progress(),
+        "accepted": {split: sum(1 for row in rows if row["split"] == split) for split in ("train", "test")},
+        "by_reviewer": dict(Counter(str(row.get("reviewer")) for row in rows)),
+    }
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+def _register_reviews(sub: Any) -> None:
+    p = sub.add_parser(
+        "reviews",
+        help="what a review folder holds (queue, accepted documents per reviewer); remove one reviewer's work",
+        description="Print the review queue's progress and the accepted documents by split and reviewer as JSON. "
+        "--drop-reviewer moves that reviewer's accepted documents out of the dataset (to REVIEW_DIR/removed/).",
+    )
+    p.add_argument("review_dir", type=Path, metavar="REVIEW_DIR", help="the folder given to --review-dir")
+    p.add_argument(
+        "--drop-reviewer", metavar="NAME", help="remove this reviewer's accepted documents (default: none)"
+    )
+    p.set_defaults(func=_cmd_reviews)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -764,6 +894,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise CLIError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
     if args.review_dir is not None and args.review_dir.exists() and not args.review_dir.is_dir():
         raise CLIError(f"--review-dir {args.review_dir} is a file; give a folder")
+    reviewers = _read_reviewers(args.reviewers) if args.reviewers is not None else {}
     import uvicorn
 
     from invoice_vlm.serve import ServeConfig, create_app
@@ -778,6 +909,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         batch_size=args.batch_size,
         min_confidence=args.min_confidence,
+        reviewers=reviewers,
+        lease_s=args.lease_minutes * 60,
+        holdout=args.holdout,
     )
     print(
         f"invoice-vlm serve: http://{args.host}:{args.port}/ (review page), /v1/extract, /metrics",
@@ -816,9 +950,27 @@ def _register_serve(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait (default: 120)")
     p.add_argument(
         "--min-confidence",
-        type=float,
+        type=_fraction,
         default=0.8,
         help="fields below it are flagged for review (default: 0.8)",
+    )
+    p.add_argument(
+        "--reviewers",
+        type=Path,
+        help="JSON file of reviewer name -> key; requests need one of the keys, and each accepted document "
+        "records its reviewer (default: none)",
+    )
+    p.add_argument(
+        "--lease-minutes",
+        type=float,
+        default=15.0,
+        help="how long a queued document stays with the reviewer who opened it (default: 15)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.2,
+        help="share of accepted documents kept in REVIEW_DIR/test/ to evaluate on (default: 0.2)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide model-loading bars (default: shown)")
     p.set_defaults(func=_cmd_serve)
@@ -829,6 +981,7 @@ _EXTRA_COMMANDS: list[Callable[[Any], None]] = [
     _register_evaluate,
     _register_finetune,
     _register_serve,
+    _register_reviews,
 ]
 
 

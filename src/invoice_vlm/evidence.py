@@ -159,6 +159,19 @@ def _tokens(line: list[Word], number: int) -> list[_Span]:
     return out
 
 
+def clickable_words(words: Sequence[Word]) -> list[dict[str, Any]]:
+    """The pages' words one by one, as plain data for the review page.
+
+    Runs are split at spaces and after a label's colon; each gives ``text``, ``page`` and ``box`` on the page as it
+    was given (turned back when it was read turned).
+    """
+    return [
+        {"text": span.text, "page": span.page, "box": list(_unturn(span.box, span.turn))}
+        for word in words
+        for span in _tokens([word], 0)
+    ]
+
+
 class _Page:
     """Every run of up to a few consecutive tokens of one line, in reading order, and what precedes each."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from invoice_vlm.evidence import Evidence
+from invoice_vlm.evidence import Evidence, Word
 
 __all__ = ["Extraction"]
 
@@ -38,6 +38,8 @@ class Extraction:
             coordinates, the printed text, a match score), or ``found=False`` for a value printed nowhere on the
             page (a hint that the model invented it). Empty when the page's text was not available (see
             ``evidence=`` of `InvoiceExtractor`).
+        words: the words printed on the document's pages, with their boxes (`invoice_vlm.evidence.Word`), as read
+            for ``evidence``; empty when it was not. Not part of `to_record` (the review page shows them).
     """
 
     data: BaseModel | None
@@ -51,6 +53,7 @@ class Extraction:
     printed: dict[str, str] = field(default_factory=dict)
     unreadable: bool = False
     evidence: dict[str, Evidence] = field(default_factory=dict)
+    words: list[Word] = field(default_factory=list, repr=False, compare=False)
 
     def needs_review(self, min_confidence: float = 0.8) -> list[str]:
         """Leaf paths a person should check: below ``min_confidence``, failing the schema, or found nowhere on the page.

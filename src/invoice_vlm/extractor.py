@@ -431,16 +431,16 @@ class InvoiceExtractor:
         """The result with each value's place on its page (`Extraction.evidence`), when the pages' text is at hand."""
         if self.evidence is False or result.unreadable:
             return result
-        data = result.to_dict() if result.valid else (result.partial or {})
-        if not data:
-            return result
         words: list[Word] = []
         for page, (output, image) in enumerate(zip(outputs, images, strict=True)):
             found = self._page_words(output, image)
             if found is None:
                 return result
             words.extend(dataclasses.replace(word, page=page) for word in found)
-        result.evidence = locate(data, self.schema, words, result.printed)
+        result.words = words  # also for an empty answer: the reviewer fills its fields from the page's words
+        data = result.to_dict() if result.valid else (result.partial or {})
+        if data:
+            result.evidence = locate(data, self.schema, words, result.printed)
         return result
 
     def _generate(self, images: list[Any]) -> list[object]:

@@ -11,12 +11,16 @@ uvicorn. Endpoints:
 - ``POST /v1/review``: the same file and the corrected document (field ``data``, JSON); validated against the
   schema (422 with the field errors otherwise) and added to ``review_dir`` as a Roboflow-layout dataset that
   `invoice_vlm.data.load` reads and `finetune` trains on: the image under a new name and one line appended to
-  ``train/annotations.jsonl``, never overwriting an earlier item.
+  ``train/annotations.jsonl`` (every ``holdout``-th in ``test/``), never overwriting an earlier item.
 - ``POST /v1/validate``: a JSON body ``{"data": {...}}``, the document as a reviewer is correcting it → ``valid``,
   ``field_errors`` and the normalised ``data``; the review page checks each correction with it as it is typed.
 - ``GET /v1/schema``: the schema's fields and kinds, ``min_confidence``, and ``form``: the whole field tree (every
   field, nested object and list, with kind, JSON type, whether required, bounds and choices) that the review page
   builds its form from, so a field the model left out can still be filled.
+- ``GET /v1/queue``, ``POST /v1/queue/next``, ``GET /v1/queue/{id}`` (and ``/page``), ``POST /v1/queue/{id}/skip``,
+  ``POST /v1/queue/{id}/accept``: the review queue that ``invoice-vlm extract --review-dir`` fills
+  (`invoice_vlm.review.ReviewQueue`): leased to one reviewer at a time, accepted once, recorded with the reviewer
+  whose key (``ServeConfig.reviewers``) the request carried.
 - ``GET /``: the review page; ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded),
   ``GET /metrics`` (Prometheus: requests, latency, documents, pages, invalid results, queue depth).
 
@@ -28,8 +32,6 @@ pages in one ``generate`` and hands each request its own results, in order, so r
 import asyncio
 import base64
 import contextlib
-import fcntl
-import hashlib
 import hmac
 import io
 import json
@@ -37,12 +39,13 @@ import os
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoice_vlm.errors import DocumentError, MissingDependencyError, require
+from invoice_vlm.errors import DocumentError, InputError, MissingDependencyError, require
+from invoice_vlm.evidence import clickable_words
+from invoice_vlm.review import ANONYMOUS, ReviewConflict, ReviewQueue, review_items, write_review
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -80,6 +83,28 @@ class ServeConfig:
     batch_size: int = field(default=8, metadata={"help": "Pages per model call."})
     batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits to fill."})
     min_confidence: float = field(default=0.8, metadata={"help": "Fields below it are flagged for review."})
+    reviewers: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Reviewer name -> key; each accepted document records who accepted it."},
+    )
+    lease_s: float = field(
+        default=15 * 60.0,
+        metadata={"help": "How long a queued document stays with the reviewer who opened it."},
+    )
+    holdout: float = field(
+        default=0.2, metadata={"help": "Share of accepted documents kept in test/ to evaluate on."}
+    )
+
+    def __post_init__(self) -> None:
+        keys = list(self.reviewers.values()) + ([self.api_key] if self.api_key else [])
+        if any(not isinstance(key, str) or not key for key in keys):
+            raise InputError("every reviewer needs a non-empty key (a string).")
+        if len(set(keys)) != len(keys):
+            raise InputError(
+                "two reviewers (or a reviewer and --api-key-env) share a key; give each its own."
+            )
+        if not 0 <= self.holdout < 1:
+            raise InputError(f"holdout must be a fraction in [0, 1), got {self.holdout!r}.")
 
 
 @dataclass
@@ -144,6 +169,15 @@ def schema_form(spec: "SchemaSpec") -> dict[str, Any]:
 def _same_key(given: str, expected: str) -> bool:
     """Whether an API key matches, in time that does not depend on where the two first differ."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _reviewer(given: str, keys: dict[str, str]) -> str | None:
+    """Whose key ``given`` is (``keys``: name -> key), comparing against every key, each in constant time."""
+    found = None
+    for name, key in keys.items():
+        if _same_key(given, key):  # no early exit: the time does not tell how many keys came before
+            found = name
+    return found
 
 
 class _Worker:
@@ -239,41 +273,6 @@ class _Metrics:
         )
 
 
-def review_items(review_dir: str | Path) -> list[dict[str, Any]]:
-    """The accepted reviews in ``review_dir``, one row per item (``image``, ``prefix``, ``suffix``)."""
-    path = Path(review_dir) / "train" / "annotations.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _write_review(review_dir: Path, page: Any, prompt: str, target: str) -> str:
-    """Add one reviewed page: the image under a fresh name (written, then renamed), then one appended line."""
-    folder = review_dir / "train"
-    folder.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    page.save(buffer, format="PNG")
-    digest = hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
-    name = f"review_{time.strftime('%Y%m%d-%H%M%S')}_{digest}_{uuid.uuid4().hex[:6]}.png"
-    temporary = folder / f".{name}.tmp"
-    with temporary.open("xb") as handle:  # "x": never overwrite an earlier item
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.link(temporary, folder / name)  # fails rather than replace an existing file
-    temporary.unlink()
-    line = json.dumps({"image": name, "prefix": prompt, "suffix": target}, ensure_ascii=False) + "\n"
-    with (folder / "annotations.jsonl").open("a", encoding="utf-8") as handle:
-        fcntl.flock(
-            handle, fcntl.LOCK_EX
-        )  # one line at a time, whole, even with several servers on one folder
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return name
-
-
 def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = None) -> "FastAPI":
     """The service for ``extractor`` (see the module's description).
 
@@ -302,19 +301,31 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         headers = {"Retry-After": str(extra.pop("retry_after"))} if "retry_after" in extra else None
         return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
+    keys = {**settings.reviewers, **({"api-key": settings.api_key} if settings.api_key else {})}
+    reviews = (
+        ReviewQueue(settings.review_dir, lease_s=settings.lease_s, holdout=settings.holdout)
+        if settings.review_dir is not None
+        else None
+    )
+
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
         start = time.perf_counter()
         endpoint = request.url.path
-        if settings.api_key and endpoint.startswith("/v1/"):
+        request.state.reviewer = ANONYMOUS
+        if keys and endpoint.startswith("/v1/"):
             given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
                 "Bearer "
             )
-            if not _same_key(given, settings.api_key):
+            who = _reviewer(given, keys)
+            if who is None:
                 response: Any = error(401, "missing or wrong API key: send it as X-API-Key or a Bearer token")
                 metrics.requests.labels(endpoint, "401").inc()
                 return response
+            request.state.reviewer = who
         response = await call_next(request)
+        if endpoint.startswith("/v1/queue/"):  # one series for every item, not one per id
+            endpoint = "/v1/queue/{id}"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
@@ -414,33 +425,131 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         body: dict[str, Any] = {"results": records, "pages": len(pages)}
         if preview:
             body["preview"] = _preview(pages[0])
+            body["words"] = clickable_words([word for word in results[0].words if word.page == 0])
         return body
 
+    def corrected_target(corrected: Any, source: str) -> tuple[str | None, JSONResponse | None]:
+        """The schema's JSON for a reviewer's correction, or the 422 that says which fields to fix."""
+        if not isinstance(corrected, dict):
+            return None, error(422, "data must be a JSON object: the corrected document")
+        from invoice_vlm.parsing import finish_document
+
+        checked = finish_document(corrected, extractor.schema, source=source)
+        if not checked.valid:
+            return None, error(
+                422, "the corrected document does not fit the schema", field_errors=checked.field_errors
+            )
+        return extractor.schema.dumps(checked.to_dict()), None
+
     @app.post("/v1/review")
-    async def review(file: UploadFile = File(...), data: str = Form(...)) -> Any:  # noqa: B008
-        if settings.review_dir is None:
+    async def review(
+        request: Request,
+        file: UploadFile = File(...),  # noqa: B008
+        data: str = Form(...),
+        original: str | None = Form(None),
+    ) -> Any:
+        if reviews is None:
             return error(409, "this server keeps no reviews: start it with --review-dir DIR")
         pages, name = await read_upload(file)
         if len(pages) != 1:
-            return error(422, f"{name} has {len(pages)} pages; reviews are kept for one-page documents only")
+            return error(
+                422,
+                f"{name} has {len(pages)} pages; the dataset keeps one page per example: review its pages one by "
+                "one (invoice-vlm extract --pages each --review-dir DIR queues them)",
+            )
         try:
             corrected = json.loads(data)
+            answer = json.loads(original) if original else None
         except json.JSONDecodeError as exc:
-            return error(422, f"data is not JSON: {exc.msg}")
-        if not isinstance(corrected, dict):
-            return error(422, "data must be a JSON object")
-        from invoice_vlm.parsing import finish_document
+            return error(422, f"data or original is not JSON: {exc.msg}")
+        target, problem = corrected_target(corrected, name)
+        if problem is not None or target is None:
+            return problem
+        saved, split = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: write_review(
+                reviews.root, pages[0], extractor.prompt, target, reviewer=request.state.reviewer,
+                original=answer, source=name, holdout=settings.holdout,
+            ),
+        )  # fmt: skip
+        return {
+            "saved": saved,
+            "split": split,
+            "items": len(review_items(reviews.root)),
+            "target": json.loads(target),
+        }
 
-        checked = finish_document(corrected, extractor.schema, source=name)
-        if not checked.valid:
-            return error(
-                422, "the corrected document does not fit the schema", field_errors=checked.field_errors
-            )
-        target = extractor.schema.dumps(checked.to_dict())
-        image = await asyncio.get_running_loop().run_in_executor(
-            None, _write_review, settings.review_dir, pages[0], extractor.prompt, target
-        )
-        return {"saved": image, "items": len(review_items(settings.review_dir)), "target": json.loads(target)}
+    def item_body(item: Any, reviewer: str) -> dict[str, Any]:
+        return {
+            "id": item.id,
+            "source": item.source,
+            "record": item.record,
+            "words": item.words,
+            "accepted": item.accepted,
+            "page": f"/v1/queue/{item.id}/page",
+            "progress": reviews.progress(reviewer) if reviews else None,
+        }
+
+    async def off_loop(function: Any, *args: Any) -> Any:
+        """Run a blocking queue step (file locks, disk) beside the event loop; conflicts become 409."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+        except ReviewConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    def need_queue() -> ReviewQueue:
+        if reviews is None:
+            raise HTTPException(409, "this server keeps no reviews: start it with --review-dir DIR")
+        return reviews
+
+    @app.get("/v1/queue")
+    async def queue_progress(request: Request) -> Any:
+        queue = need_queue()
+        who = request.state.reviewer
+        return {"reviewer": who, **(await off_loop(queue.progress, who))}
+
+    @app.post("/v1/queue/next")
+    async def queue_next(request: Request, after: str | None = None) -> Any:
+        queue = need_queue()
+        who = request.state.reviewer
+        item = await off_loop(lambda: queue.next(who, after=after))
+        if item is None:
+            return {"item": None, "progress": queue.progress(who)}
+        return {"item": item_body(item, who)}
+
+    @app.get("/v1/queue/{item_id}")
+    async def queue_open(request: Request, item_id: str) -> Any:
+        queue = need_queue()
+        who = request.state.reviewer
+        return {"item": item_body(await off_loop(queue.open, item_id, who), who)}
+
+    @app.get("/v1/queue/{item_id}/page")
+    async def queue_page(item_id: str) -> Any:
+        from fastapi.responses import FileResponse
+
+        item = await off_loop(need_queue().get, item_id)
+        return FileResponse(item.page_path(need_queue().root), media_type="image/png")
+
+    @app.post("/v1/queue/{item_id}/skip")
+    async def queue_skip(request: Request, item_id: str) -> Any:
+        queue = need_queue()
+        await off_loop(queue.skip, item_id, request.state.reviewer)
+        return {"skipped": item_id, "progress": queue.progress(request.state.reviewer)}
+
+    @app.post("/v1/queue/{item_id}/accept")
+    async def queue_accept(request: Request, item_id: str) -> Any:
+        queue = need_queue()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "data" not in body:
+            return error(422, 'send JSON: {"data": {...the corrected document...}}')
+        target, problem = corrected_target(body["data"], item_id)
+        if problem is not None or target is None:
+            return problem
+        saved = await off_loop(queue.accept, item_id, request.state.reviewer, target)
+        return {**saved, "target": json.loads(target), "progress": queue.progress(request.state.reviewer)}
 
     return app
 
