@@ -418,7 +418,7 @@ def test_scoring_a_dataset_against_itself_is_perfect(tmp_path, capsys):
 
 def test_extract_queues_the_pages_that_need_a_person(tmp_path, capsys, fake_backend):
     """GOOD is an invoice: on the pallet_label schema it fails, so every readable page is queued; unreadable files
-    are not (there is nothing to review), and a merged multi-page result is said to be left out."""
+    are not (there is nothing to review); a result merged from several pages is queued with all of them."""
     from invoice_vlm.review import ReviewQueue
 
     docs = mixed_documents(tmp_path / "in")
@@ -426,7 +426,7 @@ def test_extract_queues_the_pages_that_need_a_person(tmp_path, capsys, fake_back
     code, _, err = run(
         capsys, "extract", *docs, *fake_backend, "--review-dir", str(reviews), "-o", str(tmp_path / "o.jsonl")
     )
-    assert code == 1 and "6 page(s) queued for review" in err  # good.png, two.tif's 2 pages, three.pdf's 3
+    assert code == 1 and "6 result(s) queued for review" in err  # good.png, two.tif's 2 pages, three.pdf's 3
     queue = ReviewQueue(reviews)
     items = [queue.get(item_id) for item_id in queue.order()]
     assert sorted(item.source for item in items)[0].endswith("good.png")
@@ -435,7 +435,11 @@ def test_extract_queues_the_pages_that_need_a_person(tmp_path, capsys, fake_back
     assert code == 0 and json.loads(out)["queue"] == {"left": 6, "accepted": 0, "total": 6, "skipped": 0}
     merged = ["--pages", "merge", "--review-dir", str(tmp_path / "merged")]
     code, _, err = run(capsys, "extract", docs[3], *fake_backend, *merged)
-    assert "0 page(s) queued" in err and "1 result(s) merged from several pages not queued" in err
+    assert "1 result(s) queued" in err  # the whole document, with both pages
+    (merged_item,) = [
+        ReviewQueue(tmp_path / "merged").get(i) for i in ReviewQueue(tmp_path / "merged").order()
+    ]
+    assert merged_item.pages == 2 and merged_item.page_path(tmp_path / "merged", 1).is_file()
     code, _, err = run(capsys, "extract", *docs, *fake_backend, "--review-dir", str(reviews), "--ray")
     assert code == 2 and "--review-dir" in err
     (tmp_path / "file").write_text("")

@@ -52,10 +52,10 @@ def target(**changes) -> str:
 def filled(root: Path, **options) -> tuple[ReviewQueue, dict[str, str]]:
     queue = ReviewQueue(root, **options)
     ids = {
-        "sure": queue.add(page(), record("sure.png", low=0.95), prompt="p"),
-        "unsure": queue.add(page(), record("unsure.png", low=0.31), prompt="p"),
-        "invalid": queue.add(page(), record("invalid.png", valid=False), prompt="p"),
-        "invented": queue.add(page(), record("invented.png", nowhere=2), prompt="p"),
+        "sure": queue.add([page()], record("sure.png", low=0.95), prompt="p"),
+        "unsure": queue.add([page()], record("unsure.png", low=0.31), prompt="p"),
+        "invalid": queue.add([page()], record("invalid.png", valid=False), prompt="p"),
+        "invented": queue.add([page()], record("invented.png", nowhere=2), prompt="p"),
     }
     return queue, ids
 
@@ -170,7 +170,7 @@ def test_concurrent_accepts_lose_nothing_and_write_nothing_twice(tmp_path):
     """Threads and processes accept the same documents at once: each lands exactly once, whole."""
     root = tmp_path / "reviews"
     queue = ReviewQueue(root)
-    ids = [queue.add(page(f"DOC {i}"), record(f"doc{i}.png", low=0.2), prompt="p") for i in range(12)]
+    ids = [queue.add([page(f"DOC {i}")], record(f"doc{i}.png", low=0.2), prompt="p") for i in range(12)]
     results = multiprocessing.get_context("spawn").Queue()
     processes = [
         multiprocessing.get_context("spawn").Process(
@@ -244,7 +244,7 @@ def test_reviewers_walk_the_queue_by_their_own_keys(service, tmp_path):
     other = client.post("/v1/queue/next", headers=bob).json()["item"]
     assert first["id"] == ids["invalid"] and other["id"] == ids["invented"]
     assert first["record"]["source"] == "invalid.png" and first["progress"]["left"] == 4
-    picture = client.get(first["page"], headers=ann)
+    picture = client.get(first["pages"][0], headers=ann)
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     assert client.get(f"/v1/queue/{first['id']}", headers=bob).status_code == 409  # open with Ann
     url = f"/v1/queue/{first['id']}/accept"
@@ -290,3 +290,115 @@ def test_reviewer_keys_must_differ():
         ServeConfig(reviewers={"ann": "same", "bob": "same"})
     with pytest.raises(InputError, match="non-empty key"):
         ServeConfig(reviewers={"ann": ""})
+
+
+# --- a document of several pages: queued whole, accepted whole, scored whole, never trained on page by page -------
+
+PAGE_ONE = {
+    "invoice_number": "INV-77",
+    "invoice_date": "2026-11-02",
+    "line_items": [{"description": "Pallet wrap", "amount": "12.50"}],
+}
+PAGE_TWO = {"invoice_number": "INV-77", "line_items": [{"description": "Strapping", "amount": "4.50"}], "total": "17.00"}  # fmt: skip
+WHOLE = {**PAGE_ONE, "line_items": PAGE_ONE["line_items"] + PAGE_TWO["line_items"], "total": "17.00"}
+
+
+def two_pages() -> list[Image.Image]:
+    second = Image.new(
+        "RGB", (400, 130), "white"
+    )  # a page of its own height, so the fake model tells them apart
+    second.paste(page("Strapping 4.50  TOTAL 17.00"))
+    return [page("INVOICE INV-77  Pallet wrap 12.50"), second]
+
+
+def by_page(image, request):
+    """The answer a model gives for each page of the invoice."""
+    return json.dumps(PAGE_ONE if image.height == 120 else PAGE_TWO)
+
+
+def test_a_multi_page_document_is_reviewed_loaded_and_evaluated_whole(tmp_path):
+    pytest.importorskip("datasets")
+    from invoice_vlm import InvoiceExtractor, evaluate
+    from invoice_vlm.data import load
+    from invoice_vlm.finetune.train import _one_page
+    from invoice_vlm.inputs import OpenedPages
+    from invoice_vlm.testing import FakeBackend
+
+    pages = two_pages()
+    extractor = InvoiceExtractor(FakeBackend(by_page), "invoice", evidence=False)
+    (result,) = extractor.extract_batch(
+        [OpenedPages(tuple(pages), "inv77.pdf")], pages="merge", progress=False
+    )
+    assert result.valid and result.to_dict()["total"] == 17
+    queue = ReviewQueue(tmp_path / "reviews")
+    item_id = queue.add(pages, {**result.to_record(), "needs_review": ["total"]}, prompt=extractor.prompt)
+    item = queue.open(item_id, "ann")
+    assert item.pages == 2 and item.page_path(queue.root, 1).is_file()
+    with pytest.raises(ReviewConflict, match="there is no page 3"):
+        item.page_path(queue.root, 2)
+    queue.accept(item_id, "ann", json.dumps(WHOLE))
+    row = review_items(tmp_path / "reviews")[0]
+    assert row["pages"][0] == row["image"] and len(row["pages"]) == 2
+    loaded = load(tmp_path / "reviews", schema="invoice")["train"]
+    assert len(loaded) == 1 and [Path(p).name for p in loaded[0]["pages"]] == row["pages"]
+    report = evaluate(
+        extractor, loaded, progress=False
+    )  # both pages read and merged, as extraction reads them
+    assert report.metrics["field_accuracy"] == 1.0 and report.num_documents == 1
+    with pytest.warns(
+        UserWarning, match="1 document\\(s\\) of several pages in the train split are not trained on"
+    ):
+        assert len(_one_page(loaded, "train")) == 0
+    assert drop_reviewer(tmp_path / "reviews", "ann") == 1
+    assert sorted(p.name for p in (tmp_path / "reviews/removed/train").glob("*.png")) == sorted(row["pages"])
+
+
+def test_a_dataset_row_with_broken_pages_is_named(tmp_path):
+    pytest.importorskip("datasets")
+    from invoice_vlm.data import load
+    from invoice_vlm.errors import DatasetError
+
+    folder = tmp_path / "ds" / "train"
+    folder.mkdir(parents=True)
+    page().save(folder / "a.png")
+    rows = [
+        {"image": "a.png", "suffix": json.dumps(WHOLE), "pages": ["a.png"]},
+        {"image": "a.png", "suffix": json.dumps(WHOLE), "pages": ["b.png", "a.png"]},
+        {"image": "a.png", "suffix": json.dumps(WHOLE), "pages": ["a.png", "missing.png"]},
+    ]
+    (folder / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DatasetError) as caught:
+        load(tmp_path / "ds", schema="invoice")
+    text = str(caught.value)
+    assert (
+        "two or more" in text
+        and "must start with the row's image 'a.png'" in text
+        and "'missing.png' does not exist" in text
+    )
+
+
+def test_an_uploaded_multi_page_review_is_kept_whole_where_the_schema_merges_pages(tmp_path):
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from invoice_vlm import InvoiceExtractor
+    from invoice_vlm.serve import ServeConfig, create_app
+    from invoice_vlm.testing import FakeBackend
+
+    buffer = io.BytesIO()
+    first, second = two_pages()
+    first.save(buffer, format="TIFF", save_all=True, append_images=[second])
+    files = {"file": ("inv77.tif", buffer.getvalue(), "image/tiff")}
+    for schema, status in (("invoice", 200), ("pallet_label", 422)):
+        extractor = InvoiceExtractor(FakeBackend(by_page), schema, evidence=False)
+        with TestClient(create_app(extractor, ServeConfig(review_dir=tmp_path / schema))) as client:
+            preview = client.post("/v1/extract?preview=true", files=files).json()
+            assert len(preview["previews"]) == 2
+            answer = client.post(
+                "/v1/review", files=files, data={"data": json.dumps(WHOLE if schema == "invoice" else SLIP)}
+            )
+            assert answer.status_code == status, answer.text
+    assert len(review_items(tmp_path / "invoice")[0]["pages"]) == 2
+    assert "reads each page as its own document" in answer.json()["error"]

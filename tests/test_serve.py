@@ -556,7 +556,7 @@ def test_a_batch_becomes_a_queue_reviewed_by_keyboard_then_training_data(
     assert (
         main(["extract", *files, *flags, "--min-confidence", "0.999", "-o", str(tmp_path / "out.jsonl")]) == 0
     )
-    assert "5 page(s) queued for review" in capsys.readouterr().err
+    assert "5 result(s) queued for review" in capsys.readouterr().err
     extractor = InvoiceExtractor.from_pretrained(backend="ocr", schema="pallet_label")
     config = ServeConfig(review_dir=reviews, reviewers={"ann": "key-ann"}, holdout=0.34)
     url = live_server(extractor, config)
@@ -651,3 +651,48 @@ def test_a_batch_becomes_a_queue_reviewed_by_keyboard_then_training_data(
     table = capsys.readouterr().out
     assert code == 0
     assert "| metric | before | after | change |" in table and "| field_accuracy |" in table
+
+
+@pytest.mark.slow
+def test_a_queued_multi_page_document_shows_every_page_and_boxes_on_the_right_one(live_server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("needs the system's Chromium (.ci/run installs it)")
+    from invoice_vlm.review import ReviewQueue, review_items
+
+    pages = [Image.new("RGB", (300, 400), "white"), Image.new("RGB", (300, 400), "white")]
+    whole = {
+        "invoice_number": "INV-77", "invoice_date": "2026-11-02", "total": "17.00",
+        "line_items": [{"description": "Pallet wrap", "amount": "12.50"}, {"description": "Strapping", "amount": "4.50"}],
+    }  # fmt: skip
+    at = {"found": True, "page": 1, "box": [0.5, 0.8, 0.7, 0.85], "text": "17.00", "score": 1.0}
+    record = {"source": "inv77.pdf", "valid": True, "data": whole, "confidence": {"total": 0.4},
+              "evidence": {"total": at}, "needs_review": ["total"]}  # fmt: skip
+    words = [{"text": "17.00", "page": 1, "box": [0.5, 0.8, 0.7, 0.85]}]
+    ReviewQueue(tmp_path / "reviews").add(pages, record, prompt="extract", words=words)
+    extractor = InvoiceExtractor(FakeBackend(json.dumps(whole)), "invoice", evidence=False)
+    url = live_server(extractor, ServeConfig(review_dir=tmp_path / "reviews"))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url + "/")
+        page.wait_for_selector(".sheet[data-page='1'] img", timeout=15000)
+        assert page.locator(".sheet").count() == 2
+        total = page.locator("input[data-path='total']")
+        assert (
+            page.evaluate("document.activeElement.dataset.path") == "total"
+        )  # the flagged field opens focused
+        page.wait_for_selector(".sheet[data-page='1'] #mark:not(.hidden)", timeout=5000)
+        assert page.locator("#where").inner_text() == "total: printed as \u201c17.00\u201d on page 2"
+        sheet, drawn = (
+            page.locator(".sheet[data-page='1']").bounding_box(),
+            page.locator("#mark").bounding_box(),
+        )
+        assert drawn["y"] == pytest.approx(sheet["y"] + 0.8 * sheet["height"], abs=3)
+        total.fill("")
+        page.locator(".sheet[data-page='1'] .word[data-text='17.00']").click()
+        assert total.input_value() == "17.00"
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#status:has-text('Saved inv77.pdf')", timeout=15000)
+        browser.close()
+    assert len(review_items(tmp_path / "reviews")[0]["pages"]) == 2

@@ -262,7 +262,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
         queue = ReviewQueue(args.review_dir)  # a file given as the folder fails here, before the model loads
     extractor = _load_extractor(args)
-    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0, "queued": 0, "merged": 0}
+    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0, "queued": 0}
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         sink: TextIO = output.open("a" if args.resume else "w", encoding="utf-8")
@@ -285,11 +285,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 sink.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
             sink.flush()  # one document at a time: an interrupted run keeps what it finished
             if queue is not None:
-                queued, merged = queue.add_results(
+                counts["queued"] += queue.add_results(
                     document, results, prompt=extractor.prompt, min_confidence=args.min_confidence
                 )
-                counts["queued"] += queued
-                counts["merged"] += merged
     finally:
         if sink is not sys.stdout:
             sink.close()
@@ -300,12 +298,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if skipped:
         summary += f"; {skipped} already in {output}, skipped"
     if queue is not None:
-        summary += f"; {counts['queued']} page(s) queued for review in {args.review_dir}"
-        if counts["merged"]:
-            summary += (
-                f" ({counts['merged']} result(s) merged from several pages not queued: "
-                "use --pages each to review them page by page)"
-            )
+        summary += f"; {counts['queued']} result(s) queued for review in {args.review_dir}"
     print(summary, file=sys.stderr)
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 
@@ -400,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--review-dir",
         type=Path,
-        help="also queue the pages that need a person (invalid, a field below --min-confidence, or a value printed "
+        help="also queue the results that need a person (invalid, a field below --min-confidence, or a value printed "
         "nowhere) in this folder, for invoice-vlm serve --review-dir (default: none)",
     )
     p.add_argument(

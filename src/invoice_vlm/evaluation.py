@@ -286,10 +286,27 @@ def evaluate(
     targets = list(dataset["target"])
     sources = [getattr(img, "filename", None) or f"{split}[{i}]" for i, img in enumerate(images)]
     sources = [Path(s).name if s and not s.startswith(f"{split}[") else s for s in sources]
+    # A document of several pages (a reviewed invoice) is read as one, its pages merged, as extraction reads it.
+    from invoice_vlm.inputs import OpenedPages
+
+    documents: list[Any] = list(images)
+    several = "pages" in dataset.column_names and any(dataset["pages"])
+    if several:
+        from PIL import Image
+
+        for i, pages in enumerate(dataset["pages"]):
+            if pages:
+                opened = []
+                for page in pages:
+                    with Image.open(page) as picture:
+                        opened.append(picture.convert("RGB"))
+                documents[i] = OpenedPages(tuple(opened), sources[i])
     # Scores need no evidence: the pages are not read again by OCR to locate the values.
     scoring = copy.copy(extractor)
     scoring.evidence = False
-    results = scoring.extract_batch(images, batch_size=batch_size, progress=progress)
+    results = scoring.extract_batch(
+        documents, batch_size=batch_size, progress=progress, pages="merge" if several else None
+    )
     info = {
         "backend": extractor.backend_name,
         "prompt": extractor.prompt,
@@ -299,4 +316,15 @@ def evaluate(
         "adapter": extractor.info.adapter,
         "constrained": extractor.constrained,
     }
-    return score([r.raw_text for r in results], targets, extractor.schema, sources=sources, info=info)
+    predictions = [
+        _merged_text(result, extractor.schema) if isinstance(document, OpenedPages) else result.raw_text
+        for document, result in zip(documents, results, strict=True)
+    ]
+    return score(predictions, targets, extractor.schema, sources=sources, info=info)
+
+
+def _merged_text(result: Any, schema: Any) -> str:
+    """A document read from several pages as the JSON of its merged result (its raw text is the pages' answers)."""
+    if result.valid:
+        return str(schema.dumps(result.to_dict()))
+    return json.dumps(result.partial or {}, ensure_ascii=False, default=str)

@@ -5,11 +5,12 @@ field is below ``--min-confidence``, or a value is printed nowhere on the page) 
 first; ``invoice-vlm serve --review-dir reviews/`` walks that queue. Layout::
 
     reviews/queue/<id>/item.json          the model's record, the prompt, the page words, the order key, skips
-    reviews/queue/<id>/page.png           the page
+    reviews/queue/<id>/page-0.png ...     the pages
     reviews/queue/<id>/lease.json         who has it open, until when (a lease; another reviewer never gets it)
     reviews/done/<id>/                    the item once accepted (kept for the audit)
     reviews/train/annotations.jsonl       the dataset: {"image", "prefix", "suffix", "reviewer", "accepted_at",
-    reviews/test/annotations.jsonl          "original", "source", "queue_id"}; every ``holdout``-th document in test/
+    reviews/test/annotations.jsonl          "original", "source", "queue_id"} and "pages" (every page's image) for a
+                                          multi-page document; every ``holdout``-th document in test/
 
 Every change happens under one file lock (``reviews/.lock``), so several servers (and reviewers) can share a folder:
 a document is leased to one reviewer at a time, an accepted document is written once (a second accept of it is
@@ -56,19 +57,26 @@ class ReviewConflict(InputError):
 
 @dataclass(frozen=True)
 class ReviewItem:
-    """One queued page: its id, file name, the model's record, the words printed on it, and its acceptance if any."""
+    """One queued document.
+
+    Its id, file name, the model's record, its number of pages, the words printed on them, the prompt it was read
+    with, when it was queued, and its acceptance (reviewer, time, image, split) once accepted.
+    """
 
     id: str
     source: str
     record: dict[str, Any]
+    pages: int
     words: list[dict[str, Any]]
     prompt: str
     queued_at: str
     accepted: dict[str, Any] | None = None
 
-    def page_path(self, root: Path) -> Path:
-        """Where the page image lies in the review folder ``root``."""
-        return root / ("done" if self.accepted else "queue") / self.id / "page.png"
+    def page_path(self, root: Path, number: int = 0) -> Path:
+        """Where page ``number`` (from 0) lies in the review folder ``root``."""
+        if not 0 <= number < self.pages:
+            raise ReviewConflict(f"{self.source} has {self.pages} page(s); there is no page {number + 1}.")
+        return root / ("done" if self.accepted else "queue") / self.id / f"page-{number}.png"
 
 
 def needs_person(record: dict[str, Any]) -> bool:
@@ -137,7 +145,7 @@ def review_items(review_dir: str | Path) -> list[dict[str, Any]]:
 
 def write_review(
     review_dir: str | Path,
-    page: Any,
+    pages: Sequence[Any],
     prompt: str,
     target: str,
     *,
@@ -147,19 +155,34 @@ def write_review(
     holdout: float = 0.0,
     queue_id: str | None = None,
 ) -> tuple[str, str]:
-    """Add one reviewed page to the dataset; returns the image's name and the split it went to.
+    """Add one reviewed document (its pages, PIL images) to the dataset; returns its first image's name and the split.
 
-    The image is written under a fresh name (never replacing a file), then one line is appended, under the folder's
-    lock. Every ``1 / holdout``-th accepted document goes to ``test/`` (held out for `invoice-vlm evaluate`).
+    Each image is written under a fresh name (never replacing a file), then one line is appended, under the folder's
+    lock. Every ``1 / holdout``-th accepted document goes to ``test/`` (held out for `invoice-vlm evaluate`). A
+    multi-page document's line lists every page's image in ``pages``.
     """
     root = Path(review_dir)
     with _locked(root):
-        return _write_review(root, page, prompt, target, reviewer, original, source, holdout, queue_id)
+        return _write_review(root, pages, prompt, target, reviewer, original, source, holdout, queue_id)
+
+
+def _write_image(folder: Path, page: Any) -> str:
+    """One page under a fresh name: written to a temporary file, then linked into place (never replacing a file)."""
+    data = _png(page)
+    name = f"review_{time.strftime('%Y%m%d-%H%M%S')}_{hashlib.sha256(data).hexdigest()[:12]}_{uuid.uuid4().hex[:6]}.png"
+    temporary = folder / f".{name}.tmp"
+    with temporary.open("xb") as handle:  # "x": never overwrite an earlier item
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.link(temporary, folder / name)  # fails rather than replace an existing file
+    temporary.unlink()
+    return name
 
 
 def _write_review(
     root: Path,
-    page: Any,
+    pages: Sequence[Any],
     prompt: str,
     target: str,
     reviewer: str,
@@ -172,16 +195,9 @@ def _write_review(
     split = "test" if math.floor(count * holdout) > math.floor((count - 1) * holdout) else "train"
     folder = root / split
     folder.mkdir(parents=True, exist_ok=True)
-    data = _png(page)
-    name = f"review_{time.strftime('%Y%m%d-%H%M%S')}_{hashlib.sha256(data).hexdigest()[:12]}_{uuid.uuid4().hex[:6]}.png"
-    temporary = folder / f".{name}.tmp"
-    with temporary.open("xb") as handle:  # "x": never overwrite an earlier item
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.link(temporary, folder / name)  # fails rather than replace an existing file
-    temporary.unlink()
-    row = {
+    names = [_write_image(folder, page) for page in pages]
+    name = names[0]
+    row: dict[str, Any] = {
         "image": name,
         "prefix": prompt,
         "suffix": target,
@@ -191,6 +207,8 @@ def _write_review(
         "source": source,
         "queue_id": queue_id,
     }
+    if len(names) > 1:
+        row["pages"] = names
     with (folder / "annotations.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         handle.flush()
@@ -225,9 +243,11 @@ def drop_reviewer(review_dir: str | Path, reviewer: str) -> int:
                 os.fsync(handle.fileno())
             _write_atomic(path, "".join(line + "\n" for line in keep).encode("utf-8"))
             for line in gone:
-                image = root / split / json.loads(line)["image"]
-                if image.is_file():
-                    os.replace(image, removed / image.name)
+                row = json.loads(line)
+                for name in row.get("pages") or [row["image"]]:
+                    image = root / split / name
+                    if image.is_file():
+                        os.replace(image, removed / image.name)
             dropped += len(gone)
     return dropped
 
@@ -248,27 +268,30 @@ class ReviewQueue:
 
     def add(
         self,
-        page: Any,
+        pages: Sequence[Any],
         record: dict[str, Any],
         *,
         prompt: str,
         words: Sequence[dict[str, Any]] = (),
     ) -> str:
-        """Queue one page; returns its id.
+        """Queue one document; returns its id.
 
-        ``page``: the image; ``record``: the model's record of it (with ``needs_review``); ``prompt``: what the model
-        read it with; ``words``: the words printed on it (``{"text", "page", "box"}``, box in 0-1 page coordinates).
-        The dataset trains on one page per example, so a document is queued page by page (a result merged from
-        several pages cannot be split back into pages and is not queued).
+        ``pages``: its pages (PIL images) that ``record`` was read from; ``record``: the model's record (with
+        ``needs_review``); ``prompt``: what the model read it with; ``words``: the words printed on the pages
+        (``{"text", "page", "box"}``, box in 0-1 page coordinates).
         """
+        if not pages:
+            raise InputError(f"{record.get('source')!r}: a document to review needs at least one page.")
         item_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:10]}"
         staging = self.root / "queue" / f".{item_id}.tmp"
         staging.mkdir(parents=True)
-        _write_atomic(staging / "page.png", _png(page))
+        for number, page in enumerate(pages):
+            _write_atomic(staging / f"page-{number}.png", _png(page))
         item = {
             "id": item_id,
             "source": record.get("source") or item_id,
             "record": record,
+            "pages": len(pages),
             "words": list(words),
             "prompt": prompt,
             "queued_at": _now(),
@@ -281,11 +304,11 @@ class ReviewQueue:
 
     def add_results(
         self, document: Any, results: Sequence[Any], *, prompt: str, min_confidence: float
-    ) -> tuple[int, int]:
-        """Queue the pages of one extracted document that need a person; returns (queued, left out).
+    ) -> int:
+        """Queue the results of one extracted document that need a person; returns how many were queued.
 
-        ``results``: what `InvoiceExtractor.extract_iter` gave for ``document`` (one per page, or one for a one-page
-        document). A result merged from several pages is left out: its pages cannot be trained on one by one.
+        ``results``: what `InvoiceExtractor.extract_iter` gave for ``document``: one per page (each page is queued on
+        its own), or one for the whole document (queued with all its pages).
         """
         flagged = [
             (number, result)
@@ -293,18 +316,17 @@ class ReviewQueue:
             if not result.unreadable and (not result.valid or result.needs_review(min_confidence))
         ]
         if not flagged:
-            return 0, 0
+            return 0
         from invoice_vlm.evidence import clickable_words
         from invoice_vlm.inputs import load_pages
 
-        pages = load_pages(document)
-        if len(pages) != len(results):
-            return 0, len(flagged)
+        pages = [page for page, _ in load_pages(document)]
+        whole = len(results) == 1
         for number, result in flagged:
             record = {**result.to_record(), "needs_review": result.needs_review(min_confidence)}
             words = clickable_words(result.words)
-            self.add(pages[number][0], record, prompt=prompt, words=words)
-        return len(flagged), 0
+            self.add(pages if whole else [pages[number]], record, prompt=prompt, words=words)
+        return len(flagged)
 
     # --- reading -------------------------------------------------------------------------------------------------
 
@@ -354,6 +376,7 @@ class ReviewQueue:
                     item["id"],
                     item["source"],
                     item["record"],
+                    item["pages"],
                     item["words"],
                     item["prompt"],
                     item["queued_at"],
@@ -463,12 +486,14 @@ class ReviewQueue:
             else:
                 from PIL import Image
 
-                with Image.open(folder / "page.png") as opened:
-                    page = opened.convert("RGB")
+                pages = []
+                for number in range(item["pages"]):
+                    with Image.open(folder / f"page-{number}.png") as opened:
+                        pages.append(opened.convert("RGB"))
                 record = item["record"]
                 original = record.get("data") if record.get("valid") else record.get("partial")
                 name, split = _write_review(
-                    self.root, page, item["prompt"], target, reviewer, original, item["source"], self.holdout,
+                    self.root, pages, item["prompt"], target, reviewer, original, item["source"], self.holdout,
                     item_id,
                 )  # fmt: skip
                 item["accepted"] = {"reviewer": reviewer, "at": _now()}

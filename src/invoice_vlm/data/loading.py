@@ -32,13 +32,18 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".
 
 @dataclass(frozen=True)
 class Record:
-    """One validated example: an image file, the prompt it was labelled with, and its JSON target."""
+    """One validated example: an image file, the prompt it was labelled with, and its JSON target.
+
+    ``pages``: every page's image, in order, for a document of several pages (its ``image`` is the first); empty for
+    a one-page document.
+    """
 
     image: Path
     prefix: str
     target: str
     file: str
     line: int
+    pages: tuple[Path, ...] = ()
 
 
 def _roboflow_files(root: Path) -> dict[str, tuple[Path, Path]]:
@@ -113,6 +118,22 @@ def _check_image(root: Path, folder: Path, name: object, problems: list[str]) ->
         problems.append(f"image {name!r} cannot be read: {exc}")
         return None
     return path
+
+
+def _check_pages(
+    root: Path, folder: Path, names: object, first: object, problems: list[str]
+) -> tuple[Path, ...]:
+    """A multi-page row's ``pages``: every page's image, the first being the row's ``image``."""
+    if names is None:
+        return ()
+    if not isinstance(names, list) or len(names) < 2:
+        problems.append(f"pages must list the images of a document's pages (two or more), got {names!r}")
+        return ()
+    if names[0] != first:
+        problems.append(f"pages must start with the row's image {first!r}, got {names[0]!r}")
+        return ()
+    paths = [_check_image(root, folder, name, problems) for name in names]
+    return tuple(path for path in paths if path is not None)
 
 
 def _check_target(target: object, schema: SchemaSpec, problems: list[str]) -> str | None:
@@ -261,10 +282,11 @@ def read_records(
             if not isinstance(prefix, str):
                 row_problems.append(f"prefix must be a string, got {prefix!r}")
             image = _check_image(root, folder, image_name, row_problems)
+            pages = _check_pages(root, folder, row.get("pages"), image_name, row_problems)
             checked = _check_target(target, spec, row_problems) if target is not None else None
             problems.extend(DatasetProblem(str(file), number, p) for p in row_problems)
             if not row_problems and image is not None and checked is not None and isinstance(prefix, str):
-                records.append(Record(image, prefix, checked, str(file), number))
+                records.append(Record(image, prefix, checked, str(file), number, pages))
         splits[split] = records
     return splits, problems
 
@@ -389,7 +411,9 @@ def load(
 
     Returns:
         A ``DatasetDict`` with the splits found (``train``, ``valid``/``validation``, ``test``) and columns
-        ``image`` (decoded to PIL), ``prefix`` and ``target`` (the JSON string).
+        ``image`` (decoded to PIL), ``prefix`` and ``target`` (the JSON string); when a row is a document of several
+        pages (a Roboflow row with ``"pages": [...]``, as reviews of multi-page documents are written), also
+        ``pages``: every page's image path for those rows, empty for one-page rows.
 
     Raises:
         DatasetError: bad rows (each named with file and line) when ``on_error="raise"``, or no dataset found.
@@ -404,22 +428,27 @@ def load(
         fmt = _detect(root) if root.is_dir() else "hf"
     if fmt == "hf":
         return _load_hf(path, spec, on_error, image_column, target_column, prefix_column)
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Dataset, DatasetDict, Features, List, Value
     from datasets import Image as ImageFeature
 
     splits, problems = read_records(root, spec, format=fmt)
     _report(problems, on_error, sum(len(r) for r in splits.values()))
-    features = Features({"image": ImageFeature(), "prefix": Value("string"), "target": Value("string")})
-    return DatasetDict(
-        {
-            split: Dataset.from_dict(
-                {
-                    "image": [str(r.image) for r in records],
-                    "prefix": [r.prefix for r in records],
-                    "target": [r.target for r in records],
-                },
-                features=features,
-            )
-            for split, records in splits.items()
+    columns = {"image": ImageFeature(), "prefix": Value("string"), "target": Value("string")}
+    several = any(r.pages for records in splits.values() for r in records)
+    if several:  # only then: datasets of one-page documents keep their three columns
+        columns["pages"] = List(Value("string"))
+    features = Features(columns)
+
+    def table(records: list[Record]) -> dict[str, list[Any]]:
+        data: dict[str, list[Any]] = {
+            "image": [str(r.image) for r in records],
+            "prefix": [r.prefix for r in records],
+            "target": [r.target for r in records],
         }
+        if several:
+            data["pages"] = [[str(page) for page in r.pages] for r in records]
+        return data
+
+    return DatasetDict(
+        {split: Dataset.from_dict(table(records), features=features) for split, records in splits.items()}
     )

@@ -79,6 +79,22 @@ def _splits(dataset: Any) -> tuple[Any, Any, Any]:
     )
 
 
+def _one_page(split: Any, name: str) -> Any:
+    """The split without its documents of several pages (they train nothing: see the warning), and its page column."""
+    if split is None or "pages" not in split.column_names:
+        return split
+    keep = [i for i, pages in enumerate(split["pages"]) if not pages]
+    if len(keep) < len(split):
+        warnings.warn(
+            f"{len(split) - len(keep)} document(s) of several pages in the {name} split are not trained on: the model "
+            "reads one page at a time, and a correction of a whole document does not say which page holds what. "
+            "They are scored whole (pages merged) where the split is evaluated.",
+            InvoiceVLMWarning,
+            stacklevel=3,
+        )
+    return split.select(keep).remove_columns("pages")
+
+
 def _check_prompts(dataset: Any, prompt: str, config: FinetuneConfig, spec: SchemaSpec) -> None:
     found: set[str] = set()
     for split in dataset.values():
@@ -336,7 +352,7 @@ def _trainer_class() -> Any:
             self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
         ) -> Any:
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+            dataset = eval_dataset if eval_dataset is not None else self.invoice["eval_documents"]
             if dataset is None:
                 return metrics
             report = _generate_and_score(self.accelerator.unwrap_model(self.model), dataset, self.invoice)
@@ -484,8 +500,14 @@ def finetune(
             "The prompt must not contain '<image>'; the processor adds the image tokens.", key="prompt"
         )
     dataset = load(config.data, schema=spec, on_error=config.on_error)  # type: ignore[arg-type]
-    train, val, test = _splits(dataset)
+    train, val_documents, test = _splits(dataset)
     _check_prompts(dataset, prompt, config, spec)
+    train = _one_page(train, "train")
+    if len(train) == 0:
+        raise TrainingError(f"The train split of {config.data} has no one-page document to train on.")
+    val = _one_page(val_documents, "validation")
+    if val is not None and len(val) == 0:
+        val = val_documents = None
     device, dtype = resolve_device_dtype(config.device, None)
     transformers.set_seed(config.seed)
     model, processor, family = _load_model(config, device, dtype)
@@ -507,6 +529,7 @@ def finetune(
         "eval_max_documents": config.eval_max_documents,
         "batch_size": config.per_device_train_batch_size,
         "answer_only_logits": config.answer_only_logits,
+        "eval_documents": val_documents,  # scored whole, multi-page documents included
     }
     callbacks = list(callbacks or [])
     if config.early_stopping_patience:
@@ -542,7 +565,7 @@ def finetune(
     sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     report = None
-    final_split = test if test is not None else val
+    final_split = test if test is not None else val_documents
     if final_split is not None and (sharded or trainer.is_world_process_zero()):
         invoice["eval_max_documents"] = None
         report = _generate_and_score(trainer.accelerator.unwrap_model(trainer.model), final_split, invoice)

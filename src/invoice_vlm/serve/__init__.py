@@ -424,8 +424,9 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         metrics.pages.inc(len(pages))
         body: dict[str, Any] = {"results": records, "pages": len(pages)}
         if preview:
-            body["preview"] = _preview(pages[0])
-            body["words"] = clickable_words([word for word in results[0].words if word.page == 0])
+            body["previews"] = [_preview(page) for page in pages]
+            body["preview"] = body["previews"][0]
+            body["words"] = clickable_words(results[0].words) if len(results) == 1 else []
         return body
 
     def corrected_target(corrected: Any, source: str) -> tuple[str | None, JSONResponse | None]:
@@ -451,11 +452,12 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         if reviews is None:
             return error(409, "this server keeps no reviews: start it with --review-dir DIR")
         pages, name = await read_upload(file)
-        if len(pages) != 1:
+        if len(pages) > 1 and extractor.schema.pages != "merge":
             return error(
                 422,
-                f"{name} has {len(pages)} pages; the dataset keeps one page per example: review its pages one by "
-                "one (invoice-vlm extract --pages each --review-dir DIR queues them)",
+                f"{name} has {len(pages)} pages, and schema {extractor.schema.name} reads each page as its own "
+                "document: review the pages one by one (upload each, or queue them with invoice-vlm extract "
+                "--review-dir DIR)",
             )
         try:
             corrected = json.loads(data)
@@ -468,7 +470,7 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         saved, split = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: write_review(
-                reviews.root, pages[0], extractor.prompt, target, reviewer=request.state.reviewer,
+                reviews.root, pages, extractor.prompt, target, reviewer=request.state.reviewer,
                 original=answer, source=name, holdout=settings.holdout,
             ),
         )  # fmt: skip
@@ -486,7 +488,7 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
             "record": item.record,
             "words": item.words,
             "accepted": item.accepted,
-            "page": f"/v1/queue/{item.id}/page",
+            "pages": [f"/v1/queue/{item.id}/page?number={number}" for number in range(item.pages)],
             "progress": reviews.progress(reviewer) if reviews else None,
         }
 
@@ -524,11 +526,11 @@ def create_app(extractor: "InvoiceExtractor", config: "ServeConfig | None" = Non
         return {"item": item_body(await off_loop(queue.open, item_id, who), who)}
 
     @app.get("/v1/queue/{item_id}/page")
-    async def queue_page(item_id: str) -> Any:
+    async def queue_page(item_id: str, number: int = 0) -> Any:
         from fastapi.responses import FileResponse
 
         item = await off_loop(need_queue().get, item_id)
-        return FileResponse(item.page_path(need_queue().root), media_type="image/png")
+        return FileResponse(await off_loop(item.page_path, need_queue().root, number), media_type="image/png")
 
     @app.post("/v1/queue/{item_id}/skip")
     async def queue_skip(request: Request, item_id: str) -> Any:
