@@ -211,3 +211,28 @@ def test_constrained_setting_is_saved_and_beams_refused(tiny_model, constrained_
         )
     beams = InvoiceExtractor.from_pretrained(tiny_model, schema=TAG, generation={"num_beams": 2})
     assert not beams.constrained  # auto mode leaves beam search unconstrained
+
+
+@pytest.mark.slow
+def test_jump_forward_keeps_a_random_model_valid_alone_and_in_batches(tiny_model):
+    """Forced text appended over the cache still leaves every row of a batch inside the schema, and each row is
+    finished where its document closes (after a jump, generate no longer knows a row had ended)."""
+    pytest.importorskip("xgrammar")
+    budget = output_bound(generation_schema(TAG))
+    ex = InvoiceExtractor.from_pretrained(
+        tiny_model, schema=TAG, generation={"max_new_tokens": budget, "jump_forward": True}
+    )
+    images = [picture(i) for i in range(12)]
+    for batch in (1, 5):
+        results = ex.extract_batch(images, batch_size=batch, progress=False)
+        assert sum(r.valid for r in results) == 12, [r.errors for r in results if not r.valid][:3]
+        assert all(set(r.confidence) >= {"code", "count", "date"} for r in results)
+
+
+def test_jump_forward_is_a_boolean_and_off_by_default():
+    from invoice_vlm import GenerationSettings
+    from invoice_vlm.errors import ConfigError
+
+    assert GenerationSettings().jump_forward is False
+    with pytest.raises(ConfigError, match="jump_forward must be true or false"):
+        GenerationSettings(jump_forward="yes")

@@ -536,3 +536,53 @@ def test_answer_only_logits_give_the_loss_and_gradients_of_every_positions_logit
     assert any(g.abs().sum() > 0 for g in fused.values())
     for name, grad in fused.items():
         torch.testing.assert_close(grad, full[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_jump_forward_writes_the_same_text_from_fewer_forward_passes(four_documents, tmp_path):
+    """Under constraints the keys, quotes and commas between values are forced: appended in one pass over the cache,
+    a memorised model writes byte for byte what it writes token by token, alone and in mixed batches. The tokenizer
+    here is trained on invoices, so pallet-label keys take several tokens each, as in a real vocabulary."""
+    pytest.importorskip("xgrammar")
+    from invoice_vlm.testing import build_tiny_paligemma
+
+    base = build_tiny_paligemma(tmp_path / "base", seed=TEST_SEED, schemas=["invoice"])
+    memorised = stop_when_memorised(max_loss=0.02)
+    result = finetune(
+        config(
+            base,
+            four_documents,
+            tmp_path / "out",
+            num_train_epochs=MEMORISE_CAP,
+            logging_steps=1,
+            lora_dropout=0.0,
+        ),
+        callbacks=[memorised],
+    )
+    assert memorised.memorised_at is not None, "not memorised"
+    rows = load(four_documents, schema="pallet_label")["train"]
+    images, targets = list(rows["image"]), list(rows["target"])
+
+    def run(jump: bool, batch_size: int) -> tuple[list[str], int]:
+        ex = InvoiceExtractor.from_pretrained(
+            result.output_dir, generation={"jump_forward": jump}, evidence=False
+        )
+        assert ex.constrained and ex.generation.jump_forward is jump
+        passes = [0]
+        ex.backend.model.get_output_embeddings().register_forward_hook(
+            lambda *_: passes.__setitem__(0, passes[0] + 1)
+        )
+        return [r.raw_text for r in ex.extract_batch(images, batch_size=batch_size, progress=False)], passes[
+            0
+        ]
+
+    stepped, stepped_passes = run(False, 1)
+    jumped, jumped_passes = run(True, 1)
+    assert stepped == jumped == targets
+    assert jumped_passes < 0.8 * stepped_passes, (jumped_passes, stepped_passes)
+    mixed, _ = run(True, 3)  # a batch of three and one alone
+    assert mixed == targets
+    saved = InvoiceExtractor.from_pretrained(result.output_dir, generation={"jump_forward": True})
+    saved.save_pretrained(tmp_path / "saved")
+    assert InvoiceExtractor.from_pretrained(tmp_path / "saved").generation.jump_forward is True

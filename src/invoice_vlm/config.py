@@ -69,7 +69,18 @@ class GenerationSettings:
         },
     )
 
+    jump_forward: bool = field(
+        default=False,
+        metadata={
+            "help": "Under constraints, append the text the schema forces (keys, quotes, commas) in one forward "
+            "pass instead of a decoding step per token (transformers backend). A trained model writes the same "
+            "text from fewer steps; an untrained one may not. Off by default: see docs/benchmarks.md."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if not isinstance(self.jump_forward, bool):
+            raise ConfigError(f"jump_forward must be true or false, got {self.jump_forward!r}.")
         if self.constrained is not None and not isinstance(self.constrained, bool):
             raise ConfigError(f"constrained must be true, false or null, got {self.constrained!r}.")
         if not isinstance(self.min_new_tokens, int) or not 0 <= self.min_new_tokens <= self.max_new_tokens:

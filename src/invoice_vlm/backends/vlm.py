@@ -171,22 +171,37 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
             self.steps: list[torch.Tensor] = []
             self.matchers: list[Any] = []
             self.bitmask: Any = None
-            self.started = False
+            self.length: int | None = None  # the length of input_ids the matchers have taken
             if grammar is not None:
                 import xgrammar
 
                 self.matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
                 self.bitmask = xgrammar.allocate_token_bitmask(batch, vocab_size)
 
+        def take(self, input_ids: torch.LongTensor) -> None:
+            """Feed each unfinished row's matcher the token chosen since it last looked (none at the first step)."""
+            length = int(input_ids.shape[1])
+            if self.length is not None and length > self.length:
+                for row, matcher in enumerate(self.matchers):
+                    if not matcher.is_terminated():
+                        matcher.accept_token(int(input_ids[row, -1]))
+            self.length = length
+
+        def force(self, tokens: list[list[int]], length: int) -> None:
+            """Tokens appended without decoding (jump-forward): accepted, with probability 1 (the model chose none)."""
+            for row, matcher in enumerate(self.matchers):
+                for token in tokens[row] if not matcher.is_terminated() else ():
+                    if not matcher.accept_token(token):
+                        raise RuntimeError(f"the grammar refused forced token {token} in row {row}")
+            for _ in range(len(tokens[0])):
+                self.steps.append(torch.ones(batch, device=self.steps[-1].device))
+            self.length = length
+
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             if self.matchers:
                 import xgrammar
 
-                if self.started:
-                    for row, matcher in enumerate(self.matchers):
-                        if not matcher.is_terminated():
-                            matcher.accept_token(int(input_ids[row, -1]))
-                self.started = True
+                self.take(input_ids)
                 for row, matcher in enumerate(self.matchers):
                     if not matcher.is_terminated():
                         matcher.fill_next_token_bitmask(self.bitmask, row)
@@ -210,6 +225,55 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
             return torch.stack(self.steps, dim=1).tolist()
 
     return ChosenProbability()
+
+
+def _jump_criterion(recorder: Any, tokenizer: Any, least: int) -> Any:
+    """A stopping criterion that ends a ``generate`` call when every unfinished row's grammar forces what comes next.
+
+    Forced text (``xgrammar``'s jump-forward string: keys, quotes, commas) is tokenised as the model was trained to
+    see it (the tokenizer's own tokens), each token checked against a copy of the row's grammar, and the last one
+    left to the model: the text after it might merge with it into one token. ``plan`` holds each row's tokens (None
+    for a finished row) when the call ended for a jump; ``least``: fewer forced tokens than this are not worth a
+    call of their own.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class JumpReady(StoppingCriteria):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.plan: list[list[int] | None] | None = None
+
+        def forced(self, matcher: Any) -> list[int]:
+            text = matcher.find_jump_forward_string()
+            if not text:
+                return []
+            copy = matcher.fork()
+            tokens = []
+            for token in tokenizer.encode(text, add_special_tokens=False):
+                if not copy.accept_token(token):
+                    break
+                tokens.append(token)
+            return tokens[:-1]
+
+        def __call__(
+            self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+        ) -> torch.Tensor:
+            recorder.take(input_ids)
+            # A row whose document is finished is done (after a jump, generate no longer knows it ended).
+            finished = [matcher.is_terminated() for matcher in recorder.matchers]
+            done = torch.tensor(finished, dtype=torch.bool, device=input_ids.device)
+            if all(finished):
+                return done
+            plan: list[list[int] | None] = []
+            for matcher, ended in zip(recorder.matchers, finished, strict=True):
+                tokens = None if ended else self.forced(matcher)
+                if tokens is not None and len(tokens) < least:
+                    return done
+                plan.append(tokens)
+            self.plan = plan
+            return torch.ones_like(done)
+
+    return JumpReady()
 
 
 def check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
@@ -481,18 +545,27 @@ class TransformersBackend:
             config._compile_all_devices = True  # transformers compiles on its own only on accelerators
             extra = {"cache_implementation": "static", "compile_config": config}
         eos = self._eos_ids()
+        options = {
+            "min_new_tokens": settings.min_new_tokens or None,
+            "num_beams": settings.num_beams,
+            "do_sample": False,
+            "logits_processor": LogitsProcessorList(processors),
+            "eos_token_id": eos,
+            "pad_token_id": tokenizer.pad_token_id,
+            **extra,
+        }
+        jumping = (
+            settings.jump_forward
+            and recorder is not None
+            and bool(recorder.matchers)
+            and not self.family.encoder_decoder
+            and not self.compile
+        )
         with torch.inference_mode(), _release_memory_on_oom():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=settings.max_new_tokens,
-                min_new_tokens=settings.min_new_tokens or None,
-                num_beams=settings.num_beams,
-                do_sample=False,
-                logits_processor=LogitsProcessorList(processors),
-                eos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id,
-                **extra,
-            )
+            if jumping:
+                out = self._generate_jumping(inputs, settings.max_new_tokens, recorder, options)
+            else:
+                out = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens, **options)
         sequences = out[:, prefix_len:].tolist()
         probs = recorder.probs if recorder is not None else None
         stops = set(eos)
@@ -506,6 +579,48 @@ class TransformersBackend:
             decoded, confidence = char_confidence(tokenizer, ids, probs[row][:cut], self._pieces)
             results.append(Generation(decoded, char_confidence=confidence, num_tokens=cut))
         return results
+
+    def _generate_jumping(
+        self, inputs: Any, budget: int, recorder: Any, options: dict[str, Any]
+    ) -> torch.Tensor:
+        """Constrained greedy decoding that appends forced text in one forward pass instead of a step per token.
+
+        Each ``generate`` call decodes until every unfinished row's grammar forces its next tokens; those are
+        appended (as many as the row with the fewest forced tokens has, so the batch stays aligned) and the next call
+        reads them over the KV cache in one pass. The output is the same text, from fewer forward passes.
+        """
+        import torch
+
+        criterion = _jump_criterion(recorder, self.processor.tokenizer, least=2)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        call = dict(inputs)
+        cache = None
+        pad = self.processor.tokenizer.pad_token_id
+        while True:
+            produced = int(call["input_ids"].shape[1]) - prompt_len
+            criterion.plan = None
+            out = self.model.generate(
+                **call,
+                cache=cache,
+                max_new_tokens=budget - produced,
+                stopping_criteria=[criterion],
+                return_dict_in_generate=True,
+                **options,
+            )
+            sequences, cache = out.sequences, out.cache
+            room = budget - (int(sequences.shape[1]) - prompt_len)
+            if criterion.plan is None or room <= 0:
+                return sequences  # type: ignore[no-any-return]
+            count = min(room, *(len(tokens) for tokens in criterion.plan if tokens is not None))
+            forced = [tokens[:count] if tokens is not None else [pad] * count for tokens in criterion.plan]
+            sequences = torch.cat([sequences, torch.tensor(forced, device=sequences.device)], dim=1)
+            recorder.force(forced, int(sequences.shape[1]))
+            mask = call["attention_mask"]
+            grown = torch.ones(
+                mask.shape[0], sequences.shape[1] - mask.shape[1], dtype=mask.dtype, device=mask.device
+            )
+            # Only the tokens: the pages' features and the prompt's are in the cache already.
+            call = {"input_ids": sequences, "attention_mask": torch.cat([mask, grown], dim=1)}
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Save the adapter (or the full model when none is applied) and the processor, as safetensors."""
