@@ -11,7 +11,8 @@ token.
 Fine-tuning: `invoice_vlm.finetune` (LoRA r=8 on the language model, frozen vision tower, bf16, gradient
 checkpointing off) on generated pallet labels; samples/s from the trainer, model FLOPs utilisation from the FLOPs a
 sample needs (vision tower forward, language model forward and backward through the frozen weights) over the GPU's
-dense bf16 peak, and the ratio to the reference run's 2.78 samples/s on one L40S. Extraction: `extract_batch` at each
+dense bf16 peak, and the ratio to the reference run's 2.78 samples/s on one L40S; then the same run computing every
+position's logits (``answer_only_logits=False``), for the samples/s and peak-memory ratios of answer-only logits. Extraction: `extract_batch` at each
 batch size, exactly ``--tokens`` tokens per page, images/s and peak GPU memory. Finishes in under 8 minutes on one
 H200 with the defaults.
 """
@@ -110,7 +111,15 @@ def build(folder: Path, arch: dict, device: str) -> tuple[Path, int, int]:
     return out, vision, language
 
 
-def finetune_run(model_dir: Path, folder: Path, args: argparse.Namespace, vision: int, language: int) -> dict:
+def finetune_run(
+    model_dir: Path,
+    folder: Path,
+    args: argparse.Namespace,
+    vision: int,
+    language: int,
+    *,
+    answer_only: bool = True,
+) -> dict:
     import torch
 
     from invoice_vlm.data import load
@@ -119,18 +128,22 @@ def finetune_run(model_dir: Path, folder: Path, args: argparse.Namespace, vision
 
     docs = args.train_steps * args.train_batch
     data_dir = folder / "data"
-    write_dataset("pallet_label", docs, data_dir, split=(1.0, 0.0, 0.0), seed=1)
-    result = finetune(
-        FinetuneConfig(
-            base_model=str(model_dir),
-            data=str(data_dir),
-            schema="pallet_label",
-            output_dir=str(folder / "out"),
-            num_train_epochs=1,
-            per_device_train_batch_size=args.train_batch,
-            logging_steps=max(1, args.train_steps // 3),
+    if not data_dir.exists():
+        write_dataset("pallet_label", docs, data_dir, split=(1.0, 0.0, 0.0), seed=1)
+    out = folder / ("out" if answer_only else "out_full_logits")
+    with PeakMemory() as peak:
+        result = finetune(
+            FinetuneConfig(
+                base_model=str(model_dir),
+                data=str(data_dir),
+                schema="pallet_label",
+                output_dir=str(out),
+                num_train_epochs=1,
+                per_device_train_batch_size=args.train_batch,
+                logging_steps=max(1, args.train_steps // 3),
+                answer_only_logits=answer_only,
+            )
         )
-    )
     samples_s = float(result.metrics["train_samples_per_second"])
     image_tokens = (args_arch(args)["image_size"] // args_arch(args)["patch_size"]) ** 2
     rows = load(data_dir, schema="pallet_label")["train"]
@@ -143,13 +156,14 @@ def finetune_run(model_dir: Path, folder: Path, args: argparse.Namespace, vision
     # frozen weights (activation gradients: another 2), LoRA's own weights are negligible.
     flops = 2 * vision * image_tokens + 4 * language * sequence
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    bf16 = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     return {
         "device": name,
         "train_samples_per_s": round(samples_s, 3),
         "vs_reference_L40S": round(samples_s / REFERENCE_SAMPLES_PER_S, 3),
         "model_tflops_per_sample": round(flops / 1e12, 4),
-        "mfu": round(samples_s * flops / (peak * 1e12), 4) if peak else None,
+        "mfu": round(samples_s * flops / (bf16 * 1e12), 4) if bf16 else None,
+        "peak_mb": round(peak.peak_mb),
     }
 
 
@@ -206,7 +220,15 @@ def main() -> None:
             "architecture": "reduced" if args.reduced else "PaliGemma-3B-448",
             "parameters": {"vision_tower": vision, "language_model": language},
             "finetune": finetune_run(model_dir, folder, args, vision, language),
+            "finetune_full_logits": finetune_run(
+                model_dir, folder, args, vision, language, answer_only=False
+            ),
             "extract": extraction_runs(model_dir, args),
+        }
+        answer_only, full = report["finetune"], report["finetune_full_logits"]
+        report["answer_only_logits"] = {
+            "samples_per_s_ratio": round(answer_only["train_samples_per_s"] / full["train_samples_per_s"], 3),
+            "peak_memory_ratio": round(full["peak_mb"] / max(answer_only["peak_mb"], 1), 3),
         }
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report, indent=2))

@@ -48,5 +48,10 @@ def test_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
     report = json.loads(run.stdout[run.stdout.index("{\n") :])
     assert report["architecture"] == "reduced"
     assert report["finetune"]["train_samples_per_s"] > 0 and report["finetune"]["model_tflops_per_sample"] > 0
+    assert report["finetune_full_logits"]["train_samples_per_s"] > 0
+    assert (
+        report["answer_only_logits"]["samples_per_s_ratio"] > 0
+        and report["answer_only_logits"]["peak_memory_ratio"] > 0
+    )
     assert [row["batch"] for row in report["extract"]] == [1, 2]
     assert all(row["images_per_s"] > 0 for row in report["extract"])
