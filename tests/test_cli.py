@@ -433,6 +433,8 @@ def test_extract_queues_the_pages_that_need_a_person(tmp_path, capsys, fake_back
     assert all(item.record["needs_review"] for item in items)
     code, out, err = run(capsys, "reviews", str(reviews))
     assert code == 0 and json.loads(out)["queue"] == {"left": 6, "accepted": 0, "total": 6, "skipped": 0}
+    code, _, err = run(capsys, "extract", *docs, *fake_backend, "--review-dir", str(reviews))
+    assert "0 result(s) queued for review" in err and "(6 already there, not queued again)" in err
     merged = ["--pages", "merge", "--review-dir", str(tmp_path / "merged")]
     code, _, err = run(capsys, "extract", docs[3], *fake_backend, *merged)
     assert "1 result(s) queued" in err  # the whole document, with both pages

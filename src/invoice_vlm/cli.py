@@ -262,7 +262,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
         queue = ReviewQueue(args.review_dir)  # a file given as the folder fails here, before the model loads
     extractor = _load_extractor(args)
-    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0, "queued": 0}
+    counts = {"documents": 0, "pages": 0, "valid": 0, "invalid": 0, "failed": 0, "queued": 0, "known": 0}
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         sink: TextIO = output.open("a" if args.resume else "w", encoding="utf-8")
@@ -285,9 +285,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 sink.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
             sink.flush()  # one document at a time: an interrupted run keeps what it finished
             if queue is not None:
-                counts["queued"] += queue.add_results(
+                queued, known = queue.add_results(
                     document, results, prompt=extractor.prompt, min_confidence=args.min_confidence
                 )
+                counts["queued"] += queued
+                counts["known"] += known
     finally:
         if sink is not sys.stdout:
             sink.close()
@@ -299,6 +301,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         summary += f"; {skipped} already in {output}, skipped"
     if queue is not None:
         summary += f"; {counts['queued']} result(s) queued for review in {args.review_dir}"
+        if counts["known"]:
+            summary += f" ({counts['known']} already there, not queued again)"
     print(summary, file=sys.stderr)
     return EXIT_PARTIAL if counts["failed"] else EXIT_OK
 

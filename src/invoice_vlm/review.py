@@ -263,6 +263,7 @@ class ReviewQueue:
             raise InputError(f"review folder {self.root} is a file; give a folder.")
         self.lease_s = lease_s
         self.holdout = holdout
+        self._sources: set[str] | None = None  # what add_results has seen in the folder
 
     # --- filling the queue --------------------------------------------------------------------------------------
 
@@ -304,29 +305,34 @@ class ReviewQueue:
 
     def add_results(
         self, document: Any, results: Sequence[Any], *, prompt: str, min_confidence: float
-    ) -> int:
-        """Queue the results of one extracted document that need a person; returns how many were queued.
+    ) -> tuple[int, int]:
+        """Queue the results of one extracted document that need a person; returns (queued, already in the folder).
 
         ``results``: what `InvoiceExtractor.extract_iter` gave for ``document``: one per page (each page is queued on
-        its own), or one for the whole document (queued with all its pages).
+        its own), or one for the whole document (queued with all its pages). A result whose source (file name, and
+        page) is waiting in the queue or was accepted already is not queued again, so a batch run twice queues once.
         """
+        if self._sources is None:
+            self._sources = {item["source"] for folder in ("queue", "done") for item in self._items(folder)}
         flagged = [
             (number, result)
             for number, result in enumerate(results)
             if not result.unreadable and (not result.valid or result.needs_review(min_confidence))
         ]
-        if not flagged:
-            return 0
+        fresh = [(number, result) for number, result in flagged if result.source not in self._sources]
+        if not fresh:
+            return 0, len(flagged)
         from invoice_vlm.evidence import clickable_words
         from invoice_vlm.inputs import load_pages
 
         pages = [page for page, _ in load_pages(document)]
         whole = len(results) == 1
-        for number, result in flagged:
+        for number, result in fresh:
             record = {**result.to_record(), "needs_review": result.needs_review(min_confidence)}
             words = clickable_words(result.words)
             self.add(pages if whole else [pages[number]], record, prompt=prompt, words=words)
-        return len(flagged)
+            self._sources.add(str(result.source))
+        return len(fresh), len(flagged) - len(fresh)
 
     # --- reading -------------------------------------------------------------------------------------------------
 
