@@ -363,19 +363,30 @@ def test_accelerate_ddp_example_runs_two_processes_on_cpu(tiny_model, four_docum
     _two_process_run(cmd, out)
 
 
-def test_fsdp_example_names_paligemmas_layers_and_gathers_whole_weights(tiny_model):
+@pytest.mark.parametrize("family", ["paligemma", "idefics3", "gemma3"])
+def test_fsdp_example_wraps_each_familys_own_layers_and_gathers_whole_weights(family, tmp_path):
     """What the CPU can check of the FSDP config (accelerate runs FSDP on GPUs only): it loads, it is FSDP2 with
-    whole-weight saving, and the layer classes it wraps are the ones PaliGemma is made of."""
+    whole-weight saving, and it names no layer classes, so accelerate wraps the ones the model names: for every family,
+    its language model's decoder layers and a vision-tower block, all present in the model."""
     from accelerate.commands.config.config_args import load_config_from_file
-    from transformers import PaliGemmaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
+
+    from invoice_vlm.families import get_family
+    from invoice_vlm.testing import build_tiny_model
 
     config = load_config_from_file(str(EXAMPLES / "accelerate_fsdp.yaml"))
     assert config.distributed_type == "FSDP"
     fsdp = config.fsdp_config
     assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
-    model = PaliGemmaForConditionalGeneration.from_pretrained(tiny_model)
-    classes = {type(m).__name__ for m in model.modules()}
-    assert set(fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")) <= classes
+    assert (
+        fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        and "fsdp_transformer_layer_cls_to_wrap" not in fsdp
+    )
+    model = AutoModelForImageTextToText.from_pretrained(build_tiny_model(family, tmp_path / "m"))
+    spec = get_family(family)
+    wrapped = {name: m for name, m in model.named_modules() if type(m).__name__ in model._no_split_modules}
+    assert any(spec.in_language_model(name) for name in wrapped), sorted(model._no_split_modules)
+    assert any(spec.in_vision(name) for name in wrapped), sorted(model._no_split_modules)
     assert load_config_from_file(str(EXAMPLES / "accelerate_ddp.yaml")).distributed_type == "MULTI_GPU"
 
 
