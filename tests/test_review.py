@@ -96,8 +96,10 @@ def test_next_moves_on_and_skips_come_back_last(tmp_path):
     queue.accept(ids["sure"], "ann", target())
     assert queue.next("ann").id == ids["invented"]  # only what she skipped is left
     assert queue.next("carl") is None  # the last one is open with Ann
+    with pytest.raises(ReviewConflict, match="not an id this queue gives"):
+        queue.skip("../../etc", "ann")
     with pytest.raises(ReviewConflict, match="no waiting review item"):
-        queue.skip("no-such-id", "ann")
+        queue.skip(ids["sure"], "ann")  # accepted already
 
 
 def test_accepted_once_with_who_when_and_the_model_answer(tmp_path):

@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,7 @@ __all__ = [
 
 LEASE_S = 15 * 60
 ANONYMOUS = "anonymous"
+_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{10}")  # what add() names an item: nothing else reaches the folder
 
 
 class ReviewConflict(InputError):
@@ -372,11 +374,17 @@ class ReviewQueue:
             "skipped": skipped,
         }
 
+    def _checked(self, item_id: str) -> str:
+        if not isinstance(item_id, str) or not _ID.fullmatch(item_id):
+            raise ReviewConflict(f"no review item {item_id!r} in {self.root}: not an id this queue gives.")
+        return item_id
+
     def get(self, item_id: str) -> ReviewItem:
         """The item, waiting or accepted; `ReviewConflict` when there is none with that id."""
+        self._checked(item_id)
         for folder in ("queue", "done"):
             path = self.root / folder / item_id / "item.json"
-            if "/" not in item_id and not item_id.startswith(".") and path.is_file():
+            if path.is_file():
                 item = json.loads(path.read_text(encoding="utf-8"))
                 return ReviewItem(
                     item["id"],
@@ -409,6 +417,8 @@ class ReviewQueue:
         when nothing else is left). ``after``: a document ``reviewer`` is leaving without accepting it: its lease is
         released, and the documents after it in the order come first (it comes last).
         """
+        if after is not None:
+            self._checked(after)
         with _locked(self.root):
             items = self._ordered()
             if after is not None:
@@ -453,6 +463,7 @@ class ReviewQueue:
 
     def skip(self, item_id: str, reviewer: str) -> None:
         """Put a document aside for ``reviewer`` (others still get it) and release it."""
+        self._checked(item_id)
         with _locked(self.root):
             path = self.root / "queue" / item_id / "item.json"
             if not path.is_file():
@@ -471,6 +482,7 @@ class ReviewQueue:
         Raises:
             ReviewConflict: another reviewer holds the document, or it was already accepted (by anyone).
         """
+        self._checked(item_id)
         with _locked(self.root):
             folder = self.root / "queue" / item_id
             if not (folder / "item.json").is_file():
