@@ -54,6 +54,16 @@ def white_image():
     return Image.new("RGB", (120, 80), "white")
 
 
+PALLET_LABEL = {
+    "route": "V183-RZ-924", "pallet_number": "4", "delivery_date": "3/14/2024", "load": "21", "dock": "D7",
+    "shipment_id": "P24812736099", "destination": "ACME, 1 Main St", "asn_number": "1234567890", "salesman": "Ann",
+    "products": [{"description": "293847 - WIRE", "cases": "10", "sales_units": "40", "layers": "2"}],
+    "total_cases": "10", "total_units": "40", "total_layers": "2", "printed_date": "03/14/2024 09:30",
+    "page_number": "1 of 1",
+}  # fmt: skip
+"""A pallet label's values as printed on one (the date as printed, not ISO), for the service and review tests."""
+
+
 COLORS = [(220, 40, 40), (40, 160, 60), (40, 70, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200)]
 
 

@@ -15,14 +15,9 @@ from PIL import Image, ImageDraw, ImageFont
 from invoice_vlm.errors import InputError
 from invoice_vlm.review import ReviewConflict, ReviewQueue, drop_reviewer, needs_person, review_items
 
-# A delivery slip as a user's own tests would write it: the schema is the built-in pallet label's fields that matter.
-SLIP = {
-    "route": "V183-RZ-924", "pallet_number": "4", "delivery_date": "2024-03-14", "load": "21", "dock": "D7",
-    "shipment_id": "P24812736099", "destination": "ACME, 1 Main St", "asn_number": "1234567890", "salesman": "Ann",
-    "products": [{"description": "293847 - WIRE", "cases": "10", "sales_units": "40", "layers": "2"}],
-    "total_cases": "10", "total_units": "40", "total_layers": "2", "printed_date": "03/14/2024 09:30",
-    "page_number": "1 of 1",
-}  # fmt: skip
+from .conftest import PALLET_LABEL
+
+SLIP = PALLET_LABEL
 
 
 def page(text: str = "SHIPMENT P24812736099") -> Image.Image:
@@ -156,8 +151,8 @@ def test_one_reviewers_work_is_removed_and_the_rest_stays(tmp_path):
     )
 
 
-def _accept_in_process(root: str, item_ids: list[str], reviewer: str, out) -> None:
-    queue = ReviewQueue(root)
+def _accept_all(queue: ReviewQueue, item_ids: list[str], reviewer: str) -> int:
+    """Accept every item it can, each signed in the target by ``reviewer``; how many it got."""
     done = 0
     for item_id in item_ids:
         try:
@@ -165,7 +160,11 @@ def _accept_in_process(root: str, item_ids: list[str], reviewer: str, out) -> No
             done += 1
         except ReviewConflict:
             pass
-    out.put(done)
+    return done
+
+
+def _accept_in_process(root: str, item_ids: list[str], reviewer: str, out) -> None:
+    out.put(_accept_all(ReviewQueue(root), item_ids, reviewer))
 
 
 def test_concurrent_accepts_lose_nothing_and_write_nothing_twice(tmp_path):
@@ -185,14 +184,7 @@ def test_concurrent_accepts_lose_nothing_and_write_nothing_twice(tmp_path):
     counts: list[int] = []
 
     def worker(name: str) -> None:
-        done = 0
-        for item_id in reversed(ids):
-            try:
-                queue.accept(item_id, name, target(salesman=name))
-                done += 1
-            except ReviewConflict:
-                pass
-        counts.append(done)
+        counts.append(_accept_all(queue, list(reversed(ids)), name))
 
     threads = [threading.Thread(target=worker, args=(f"t{n}",)) for n in range(3)]
     for thread in threads:

@@ -25,13 +25,9 @@ from invoice_vlm import Generation, InvoiceExtractor
 from invoice_vlm.serve import ServeConfig, create_app, review_items
 from invoice_vlm.testing import FakeBackend
 
-LABEL = {
-    "route": "V183-RZ-924", "pallet_number": "4", "delivery_date": "3/14/2024", "load": "21", "dock": "D7",
-    "shipment_id": "P24812736099", "destination": "ACME, 1 Main St", "asn_number": "1234567890", "salesman": "Ann",
-    "products": [{"description": "293847 - WIRE", "cases": "10", "sales_units": "40", "layers": "2"}],
-    "total_cases": "10", "total_units": "40", "total_layers": "2", "printed_date": "03/14/2024 09:30",
-    "page_number": "1 of 1",
-}  # fmt: skip
+from .conftest import PALLET_LABEL
+
+LABEL = PALLET_LABEL
 
 
 def png(width: int = 80, height: int = 60, color: str = "white") -> bytes:
