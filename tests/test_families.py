@@ -316,6 +316,8 @@ def test_lora_lands_in_the_language_model_only(tiny, name):
         # pages to near-equal features with seed 7, so the first differing token stays a coin toss whatever the
         # language model learns; the three versions share one family entry, and every other test here covers them.
         variant("qwen2_vl", 5e-3, 0.02, {"size": {"shortest_edge": 3136, "longest_edge": 224 * 224}}),
+        # Florence-2's tiny BART keeps a loss floor like Gemma 3's: accuracy 1.0 under a looser loss.
+        variant("florence2", 5e-3, 0.3, None),
     ],
 )
 def test_each_family_memorises_then_extracts_exactly(
