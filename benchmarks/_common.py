@@ -19,20 +19,28 @@ SMALL = {  # the issue's reference size: 224 px, 4 vision and 4 text layers, wid
 }
 
 
-FAMILY_SIZES = {  # the same size in each family's own terms
+FAMILY_SIZES = {  # the same size in each family's own terms (None: the family's builder has no such setting)
     "paligemma": {},
     "idefics3": {"max_edge": 448},  # a 448-px page: 2 x 2 tiles of 224 px and the whole, 64 tokens each
     "gemma3": {"tokens_per_image": 64},  # 16 x 16 patches pooled to 8 x 8
+    # A page within 224 x 224 pixels: 16 x 16 patches of 14 px merged 2 x 2, 64 tokens for a square page.
+    "qwen_vl": {"image_size": None, "max_pixels": 224 * 224},
+    # DaViT's own four small stages (the tiny builder's) at 224 px: 7 x 7 tokens and one pooled token.
+    "florence2": {"patch_size": None, "vision_hidden_size": None, "vision_layers": None},
 }
+
+IMAGE_OPTIONS = {  # the page budget the small model's processor was saved with, in place of the family's default
+    "qwen_vl": {"size": {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}},
+}
+"""Families whose document default (Qwen-VL: 1280 tokens a page) would make ours compute more than the snippet."""
 
 
 def build_small_model(folder: str | Path, family: str = "paligemma") -> Path:
     """The small random model of ``family``, built offline (seeded: the same weights every run)."""
     from invoice_vlm.testing import build_tiny_model
 
-    return build_tiny_model(
-        family, Path(folder) / "model", schemas=["pallet_label"], **SMALL, **FAMILY_SIZES[family]
-    )
+    sizes = {key: value for key, value in {**SMALL, **FAMILY_SIZES[family]}.items() if value is not None}
+    return build_tiny_model(family, Path(folder) / "model", schemas=["pallet_label"], **sizes)
 
 
 def pages(n: int, size: int = 448) -> list[Image.Image]:

@@ -1,13 +1,15 @@
 """Extraction throughput against the reference model card's per-image snippet, measured side by side in one run.
 
-    python benchmarks/bench_extract.py [--family paligemma|idefics3|gemma3] [--docs 16] [--tokens 48]
+    python benchmarks/bench_extract.py [--family paligemma|idefics3|gemma3|qwen_vl|florence2] [--docs 16] [--tokens 48]
                                        [--batch-sizes 1 4 8 16] [--rounds 3]
 
 Both sides use the same small random model of the family (built offline by the script: 224 px, 4 vision and 4 text
 layers, width 256), loaded once outside the timing, the same prompt and pages, and exactly ``--tokens`` generated
 tokens per page (``min_new_tokens`` = ``max_new_tokens`` on both sides). The snippet is the family's model-card loop:
-the prompt (PaliGemma's ``<image>`` + prompt, or the chat template with the image), the processor, greedy
-``generate`` and ``decode`` for one image at a time. Ours is `InvoiceExtractor.extract_batch` at each batch size,
+the prompt (PaliGemma's ``<image>`` + prompt, the chat template with the image, or Florence-2's task prompt as
+is), the processor, greedy ``generate`` and ``decode`` for one image at a time. Qwen-VL needs torchvision (run it
+in the ``families`` nox session's environment) and is given the small model's own page budget on both sides. Ours
+is `InvoiceExtractor.extract_batch` at each batch size,
 the whole path: loading pages, generating with per-token confidence, parsing, normalising and validating
 (unconstrained, since ``min_new_tokens`` forces tokens past a document's end; see bench_constrained.py for the
 grammar's cost; without locating values on the page, ``evidence=False``, which reads each page by OCR when it has
@@ -25,7 +27,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import PeakMemory, build_small_model, pages
+from _common import IMAGE_OPTIONS, PeakMemory, build_small_model, pages
 
 from invoice_vlm import InvoiceExtractor
 
@@ -34,13 +36,20 @@ def card_prompt(family: str, processor: Any, prompt: str) -> str:
     """The prompt as each family's model card writes it."""
     if family == "paligemma":
         return "<image>" + prompt
+    if family == "florence2":
+        return prompt
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
     return str(processor.apply_chat_template(messages, add_generation_prompt=True))
 
 
 def card_images(family: str, images: list[Any]) -> list[Any]:
     """Images as each family's processor takes them in its card (one list per prompt for chat families)."""
-    return list(images) if family == "paligemma" else [[image] for image in images]
+    return list(images) if family in ("paligemma", "florence2") else [[image] for image in images]
+
+
+def answer_tokens(family: str, generation: Any, input_len: int) -> Any:
+    """The generated answer: a decoder-only model returns the prompt in front of it, Florence-2's decoder does not."""
+    return generation if family == "florence2" else generation[..., input_len:]
 
 
 def snippet(
@@ -61,7 +70,7 @@ def snippet(
             generation = model.generate(
                 **model_inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
             )
-            generation = generation[0][input_len:]
+            generation = answer_tokens(family, generation[0], input_len)
         out.append(processor.decode(generation, skip_special_tokens=True))
     return out
 
@@ -95,7 +104,9 @@ def batched(
                 **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False
             )
         out.extend(
-            processor.batch_decode(generation[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            processor.batch_decode(
+                answer_tokens(family, generation, inputs["input_ids"].shape[1]), skip_special_tokens=True
+            )
         )
     return out
 
@@ -107,7 +118,7 @@ def main() -> None:
     parser.add_argument(
         "--family",
         default="paligemma",
-        choices=["paligemma", "idefics3", "gemma3"],
+        choices=["paligemma", "idefics3", "gemma3", "qwen_vl", "florence2"],
         help="(default: paligemma)",
     )
     parser.add_argument("--docs", type=int, default=16, help="pages per measurement (default: 16)")
@@ -125,7 +136,12 @@ def main() -> None:
         family = args.family
         settings = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
         ours = InvoiceExtractor.from_pretrained(
-            path, schema="pallet_label", generation=settings, constrained=False, evidence=False
+            path,
+            schema="pallet_label",
+            generation=settings,
+            constrained=False,
+            evidence=False,
+            **({"image_options": IMAGE_OPTIONS[family]} if family in IMAGE_OPTIONS else {}),
         )
         model, processor = ours.backend.model, ours.backend.processor  # the snippet's model, loaded once
         images = pages(args.docs)
