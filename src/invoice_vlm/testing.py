@@ -508,7 +508,7 @@ def build_tiny_qwen_vl(
     num_heads: int = 2,
     vision_hidden_size: int = 32,
     vision_layers: int = 1,
-    initializer_range: float = 0.3,
+    initializer_range: float = 0.1,
     schemas: Sequence[str | SchemaSpec] | None = None,
 ) -> Path:
     """Build a tiny random Qwen2-VL (``version="2"``), Qwen2.5-VL (``"2.5"``) or Qwen3-VL (``"3"``), offline.
@@ -518,7 +518,9 @@ def build_tiny_qwen_vl(
     Qwen2's, and dynamic resolution: a page keeps its shape within ``max_pixels`` (the processor's own setting; the
     family's document budget replaces it unless ``image_options`` say otherwise), so pages of different shapes give
     prompts of different lengths. Needs torchvision (Qwen's video processor). Other arguments as
-    `build_tiny_paligemma`.
+    `build_tiny_paligemma`, except that the weights start at ``initializer_range=0.1``: at 0.3 the first layer's
+    heads put over 0.9 of their weight on one text token and none on the page, so pages reach the answer's first
+    token almost alike and a LoRA adapter cannot tell some of them apart.
     """
     import torch
     import transformers
