@@ -229,10 +229,37 @@ def test_jump_forward_keeps_a_random_model_valid_alone_and_in_batches(tiny_model
         assert all(set(r.confidence) >= {"code", "count", "date"} for r in results)
 
 
-def test_jump_forward_is_a_boolean_and_off_by_default():
+def test_jump_forward_is_a_boolean_and_on_by_default():
     from invoice_vlm import GenerationSettings
     from invoice_vlm.errors import ConfigError
 
-    assert GenerationSettings().jump_forward is False
+    assert GenerationSettings().jump_forward is True
     with pytest.raises(ConfigError, match="jump_forward must be true or false"):
         GenerationSettings(jump_forward="yes")
+
+
+def test_a_token_the_grammar_refuses_is_never_written(tiny_model):
+    """xgrammar's mask can let through a token its matcher then refuses (long character classes in a field's
+    pattern): the decoder masks it and writes the best token the grammar accepts, so the text stays in the schema."""
+    pytest.importorskip("xgrammar")
+    import torch
+    import xgrammar
+
+    from invoice_vlm.backends.vlm import _grammar_choice
+
+    ex = InvoiceExtractor.from_pretrained(tiny_model, schema=TAG, evidence=False)
+    tokenizer = ex.backend.processor.tokenizer
+    grammar = ex.backend._grammar(ex.request.json_schema)
+    matcher = xgrammar.GrammarMatcher(grammar)
+    opening = tokenizer.convert_tokens_to_ids("{")
+    refused = tokenizer.convert_tokens_to_ids("}")  # an object with required keys cannot close at once
+    assert not matcher.fork().accept_token(refused)
+    scores = torch.zeros(ex.backend.model.get_output_embeddings().weight.shape[0])
+    scores[refused], scores[opening] = 5.0, 4.0
+    assert _grammar_choice(matcher, scores, refused) == opening
+    assert scores[refused] == float("-inf") and scores[opening] == 4.0
+    assert not matcher.fork().accept_token(opening)  # the matcher took "{": a second one is refused now
+    hopeless = torch.full_like(scores, float("-inf"))
+    hopeless[refused] = 1.0
+    with pytest.raises(RuntimeError, match="refuses every token"):
+        _grammar_choice(xgrammar.GrammarMatcher(grammar), hopeless, refused)

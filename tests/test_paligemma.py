@@ -153,7 +153,7 @@ def test_save_and_reload_give_identical_output(tiny_model, adapter_dir, tmp_path
         "min_new_tokens": 0,
         "num_beams": 1,
         "constrained": None,
-        "jump_forward": False,
+        "jump_forward": True,
     }
     assert saved["base_model"] == str(tiny_model)
     again = InvoiceExtractor.from_pretrained(out)

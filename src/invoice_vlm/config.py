@@ -70,11 +70,12 @@ class GenerationSettings:
     )
 
     jump_forward: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "Under constraints, append the text the schema forces (keys, quotes, commas) in one forward "
-            "pass instead of a decoding step per token (transformers backend). A trained model writes the same "
-            "text from fewer steps; an untrained one may not. Off by default: see docs/benchmarks.md."
+            "help": "Under constraints, feed the text the schema forces (keys, quotes, commas) in the same forward "
+            "pass as the token before it instead of a decoding step per token (transformers backend; the vllm "
+            "backend decodes token by token either way). A trained model writes the same text from fewer steps; "
+            "an untrained one may split the forced text differently. See docs/constrained.md."
         },
     )
 

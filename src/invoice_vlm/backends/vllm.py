@@ -337,11 +337,6 @@ class VLLMBackend:
             raise ModelLoadError(
                 f"The vllm backend decodes greedily; num_beams={generation.num_beams} needs the paligemma backend."
             )
-        if generation is not None and generation.jump_forward:
-            raise ModelLoadError(
-                "jump_forward is the transformers backend's; vLLM decodes forced text itself. Drop jump_forward, "
-                "or use backend='transformers'."
-            )
         refs = resolve_refs(model, adapter)
         family = family_for_model_type(read_model_type(refs.base))
         if not family.vllm:

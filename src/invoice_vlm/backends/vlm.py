@@ -187,16 +187,6 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
                         matcher.accept_token(int(input_ids[row, -1]))
             self.length = length
 
-        def force(self, tokens: list[list[int]], length: int) -> None:
-            """Tokens appended without decoding (jump-forward): accepted, with probability 1 (the model chose none)."""
-            for row, matcher in enumerate(self.matchers):
-                for token in tokens[row] if not matcher.is_terminated() else ():
-                    if not matcher.accept_token(token):
-                        raise RuntimeError(f"the grammar refused forced token {token} in row {row}")
-            for _ in range(len(tokens[0])):
-                self.steps.append(torch.ones(batch, device=self.steps[-1].device))
-            self.length = length
-
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             if self.matchers:
                 import xgrammar
@@ -213,6 +203,10 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
                     masked = scores.to("cpu", torch.float32)
                     xgrammar.apply_token_bitmask_inplace(masked, self.bitmask)
                     scores = masked.to(scores.device, scores.dtype)  # type: ignore[assignment]
+                for row, token in enumerate(scores.argmax(-1).tolist()):
+                    matcher = self.matchers[row]
+                    if not matcher.is_terminated():
+                        _grammar_choice(matcher.fork(), scores[row], token)
             # Kept on the device, one number per row and step: reading it back every step would stall a GPU.
             self.steps.append(scores.softmax(-1, dtype=torch.float32).amax(-1))
             return scores
@@ -227,53 +221,154 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
     return ChosenProbability()
 
 
-def _jump_criterion(recorder: Any, tokenizer: Any, least: int) -> Any:
-    """A stopping criterion that ends a ``generate`` call when every unfinished row's grammar forces what comes next.
+def _grammar_choice(matcher: Any, scores: Any, token: int) -> int:
+    """The greedy token ``matcher`` accepts (and has accepted): ``token``, else the best one it does not refuse.
 
-    Forced text (``xgrammar``'s jump-forward string: keys, quotes, commas) is tokenised as the model was trained to
-    see it (the tokenizer's own tokens), each token checked against a copy of the row's grammar, and the last one
-    left to the model: the text after it might merge with it into one token. ``plan`` holds each row's tokens (None
-    for a finished row) when the call ended for a jump; ``least``: fewer forced tokens than this are not worth a
-    call of their own.
+    xgrammar's token mask can let through a token its matcher then refuses (seen with long character classes in
+    a field's pattern); such a token is masked in ``scores`` (one row, changed in place) and the next best tried, so
+    the text stays inside the schema and what the model chose is what the grammar walked.
     """
+    while not matcher.accept_token(token):
+        scores[token] = float("-inf")
+        token = int(scores.argmax())
+        if scores[token] == float("-inf"):
+            raise RuntimeError("the grammar refuses every token the model can write")
+    return token
+
+
+def _forced_tokens(matcher: Any, tokenizer: Any) -> list[int]:
+    """The tokens ``matcher``'s grammar forces next (xgrammar's jump-forward string: keys, quotes, commas).
+
+    The forced text is tokenised as the model was trained to see it (the tokenizer's own tokens), each token checked
+    against a copy of the grammar, and the last one left to the model: the text after it might merge with it into
+    one token.
+    """
+    text = matcher.find_jump_forward_string()
+    if not text:
+        return []
+    copy = matcher.fork()
+    tokens = []
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        if not copy.accept_token(token):
+            break
+        tokens.append(token)
+    return tokens[:-1]
+
+
+def jump_forward_decode(
+    model: Any, inputs: Mapping[str, Any], grammar: Any, tokenizer: Any, budget: int, stops: Sequence[int]
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Constrained greedy decoding that feeds forced text in the same forward pass as the token before it.
+
+    One forward pass per step, as ``generate`` makes, but a row whose grammar forces what comes next feeds those
+    tokens together with the token it chose, so a key and its quotes cost one pass instead of one per token. Rows
+    feed different numbers of tokens: within a step the shorter ones are padded on the right and the padding masked
+    (holes in the attention mask), and each row's positions count its own tokens only, so every row reads what it
+    would read alone and no row waits for another. Returns per row the tokens written (the model's and the forced
+    ones, ending with the stop token when one was chosen) and each token's probability: the chosen token's after the
+    grammar's mask, 1.0 for a forced one (the model chose none).
+    """
+    import inspect
+
     import torch
-    from transformers import StoppingCriteria
+    import xgrammar
 
-    class JumpReady(StoppingCriteria):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.plan: list[list[int] | None] | None = None
-
-        def forced(self, matcher: Any) -> list[int]:
-            text = matcher.find_jump_forward_string()
-            if not text:
-                return []
-            copy = matcher.fork()
-            tokens = []
-            for token in tokenizer.encode(text, add_special_tokens=False):
-                if not copy.accept_token(token):
-                    break
-                tokens.append(token)
-            return tokens[:-1]
-
-        def __call__(
-            self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
-        ) -> torch.Tensor:
-            recorder.take(input_ids)
-            # A row whose document is finished is done (after a jump, generate no longer knows it ended).
-            finished = [matcher.is_terminated() for matcher in recorder.matchers]
-            done = torch.tensor(finished, dtype=torch.bool, device=input_ids.device)
-            if all(finished):
-                return done
-            plan: list[list[int] | None] = []
-            for matcher, ended in zip(recorder.matchers, finished, strict=True):
-                tokens = None if ended else self.forced(matcher)
-                if tokens is not None and len(tokens) < least:
-                    return done
-                plan.append(tokens)
-            self.plan = plan
-            return torch.ones_like(done)
-
-    return JumpReady()
+    # A LoRA adapter lives inside the transformers model's layers: its own methods prepare each step, as in generate.
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    input_ids = inputs["input_ids"]
+    batch, device = int(input_ids.shape[0]), input_ids.device
+    kwargs = {key: value for key, value in inputs.items() if key != "input_ids"}
+    kwargs["use_cache"] = True
+    accepted = set(inspect.signature(model.forward).parameters)
+    if "position_ids" in accepted:
+        kwargs["position_ids"] = model._prepare_position_ids_for_generation(input_ids, kwargs)
+    mask = kwargs.get("attention_mask")
+    if batch == 1 and mask is not None and bool(mask.all()):
+        # One row never has holes: without a mask the attention takes its faster causal path, as generate's does.
+        del kwargs["attention_mask"]
+        mask = None
+    keep = "logits_to_keep" in accepted
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
+    bitmask = xgrammar.allocate_token_bitmask(batch, vocab)
+    written: list[list[int]] = [[] for _ in range(batch)]
+    probs: list[list[float]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    stop = set(stops)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(stop)[0]
+    sequence = input_ids
+    step_inputs = model.prepare_inputs_for_generation(
+        sequence, is_first_iteration=True, **kwargs, **({"logits_to_keep": 1} if keep else {})
+    )
+    # Each row's last real token within the step (the prompt's last token at first: rows are padded on the left).
+    last, width = torch.zeros(batch, dtype=torch.long, device=device), 1
+    while True:
+        out = model(**step_inputs, return_dict=True)
+        logits = out.logits[torch.arange(batch, device=device), last - width].float()
+        for row, matcher in enumerate(matchers):
+            if done[row]:
+                bitmask[row].fill_(-1)
+            else:
+                matcher.fill_next_token_bitmask(bitmask, row)
+        if logits.device.type == "cuda":
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
+        else:
+            logits = logits.cpu()
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+        chosen = [
+            None if done[row] else _grammar_choice(matcher, logits[row], token)
+            for row, (matcher, token) in enumerate(zip(matchers, logits.argmax(-1).tolist(), strict=True))
+        ]
+        chosen_probs = logits.softmax(-1).amax(-1).tolist()
+        chunks: list[list[int]] = []
+        for row, matcher in enumerate(matchers):
+            token = chosen[row]
+            if token is None:
+                chunks.append([])
+                continue
+            written[row].append(token)
+            probs[row].append(float(chosen_probs[row]))
+            if token in stop or matcher.is_terminated() or len(written[row]) >= budget:
+                done[row] = True
+                chunks.append([])
+                continue
+            forced = _forced_tokens(matcher, tokenizer)[: budget - len(written[row])]
+            for forced_token in forced:
+                if not matcher.accept_token(forced_token):
+                    raise RuntimeError(f"the grammar refused forced token {forced_token} in row {row}")
+            written[row].extend(forced)
+            probs[row].extend([1.0] * len(forced))
+            chunks.append([token, *forced])
+        if all(done):
+            return written, probs
+        width = max(len(chunk) for chunk in chunks)
+        step_ids = torch.tensor(
+            [chunk + [pad] * (width - len(chunk)) for chunk in chunks], dtype=torch.long, device=device
+        )
+        real = torch.tensor(
+            [[1] * len(chunk) + [0] * (width - len(chunk)) for chunk in chunks],
+            dtype=torch.long,
+            device=device,
+        )
+        kwargs = model._update_model_kwargs_for_generation(out, kwargs, num_new_tokens=width)
+        if mask is not None or not bool(real.all()):
+            if mask is None:
+                mask = torch.ones_like(sequence)
+            mask = torch.cat([mask, real.to(mask.dtype)], dim=1)
+            kwargs["attention_mask"] = mask
+        positions = kwargs.get("position_ids")
+        if positions is not None:
+            # Each row counts its own tokens: a hole repeats the row's last position (it is masked anyway).
+            before = positions[..., : sequence.shape[1]]
+            grown = before[..., -1:] + real.cumsum(-1).to(before.dtype)
+            kwargs["position_ids"] = torch.cat([before, grown], dim=-1)
+        sequence = torch.cat([sequence, step_ids], dim=1)
+        last = (real.sum(-1) - 1).clamp(
+            min=0
+        )  # a finished row feeds only holes: any index, its logits are unused
+        step_inputs = model.prepare_inputs_for_generation(
+            sequence, next_sequence_length=width, **kwargs, **({"logits_to_keep": width} if keep else {})
+        )
 
 
 def check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
@@ -530,6 +625,7 @@ class TransformersBackend:
         tokenizer = self.processor.tokenizer
         processors = []
         recorder = None
+        grammar = None
         if settings.num_beams == 1:
             grammar = self._grammar(request.json_schema) if request.constrained else None
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
@@ -556,18 +652,20 @@ class TransformersBackend:
         }
         jumping = (
             settings.jump_forward
-            and recorder is not None
-            and bool(recorder.matchers)
+            and grammar is not None
             and not self.family.encoder_decoder
             and not self.compile
         )
+        probs: list[list[float]] | None
         with torch.inference_mode(), _release_memory_on_oom():
             if jumping:
-                out = self._generate_jumping(inputs, settings.max_new_tokens, recorder, options)
+                sequences, probs = jump_forward_decode(
+                    self.model, inputs, grammar, tokenizer, settings.max_new_tokens, eos
+                )
             else:
                 out = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens, **options)
-        sequences = out[:, prefix_len:].tolist()
-        probs = recorder.probs if recorder is not None else None
+                sequences = out[:, prefix_len:].tolist()
+                probs = recorder.probs if recorder is not None else None
         stops = set(eos)
         results = []
         for row, ids in enumerate(sequences):
@@ -579,48 +677,6 @@ class TransformersBackend:
             decoded, confidence = char_confidence(tokenizer, ids, probs[row][:cut], self._pieces)
             results.append(Generation(decoded, char_confidence=confidence, num_tokens=cut))
         return results
-
-    def _generate_jumping(
-        self, inputs: Any, budget: int, recorder: Any, options: dict[str, Any]
-    ) -> torch.Tensor:
-        """Constrained greedy decoding that appends forced text in one forward pass instead of a step per token.
-
-        Each ``generate`` call decodes until every unfinished row's grammar forces its next tokens; those are
-        appended (as many as the row with the fewest forced tokens has, so the batch stays aligned) and the next call
-        reads them over the KV cache in one pass. The output is the same text, from fewer forward passes.
-        """
-        import torch
-
-        criterion = _jump_criterion(recorder, self.processor.tokenizer, least=2)
-        prompt_len = int(inputs["input_ids"].shape[1])
-        call = dict(inputs)
-        cache = None
-        pad = self.processor.tokenizer.pad_token_id
-        while True:
-            produced = int(call["input_ids"].shape[1]) - prompt_len
-            criterion.plan = None
-            out = self.model.generate(
-                **call,
-                cache=cache,
-                max_new_tokens=budget - produced,
-                stopping_criteria=[criterion],
-                return_dict_in_generate=True,
-                **options,
-            )
-            sequences, cache = out.sequences, out.cache
-            room = budget - (int(sequences.shape[1]) - prompt_len)
-            if criterion.plan is None or room <= 0:
-                return sequences  # type: ignore[no-any-return]
-            count = min(room, *(len(tokens) for tokens in criterion.plan if tokens is not None))
-            forced = [tokens[:count] if tokens is not None else [pad] * count for tokens in criterion.plan]
-            sequences = torch.cat([sequences, torch.tensor(forced, device=sequences.device)], dim=1)
-            recorder.force(forced, int(sequences.shape[1]))
-            mask = call["attention_mask"]
-            grown = torch.ones(
-                mask.shape[0], sequences.shape[1] - mask.shape[1], dtype=mask.dtype, device=mask.device
-            )
-            # Only the tokens: the pages' features and the prompt's are in the cache already.
-            call = {"input_ids": sequences, "attention_mask": torch.cat([mask, grown], dim=1)}
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Save the adapter (or the full model when none is applied) and the processor, as safetensors."""
