@@ -1,12 +1,15 @@
 """Fine-tuning speed of `invoice_vlm.finetune` against a plain TRL script, measured side by side in one run.
 
-    python benchmarks/bench_finetune.py [--family paligemma|idefics3|gemma3] [--docs 16] [--epochs 2]
+    python benchmarks/bench_finetune.py [--family paligemma|idefics3|gemma3|qwen_vl|florence2] [--docs 16] [--epochs 2]
                                         [--batch-size 4] [--rounds 2] [--vocab 257216]
 
 Both sides train the same small random model of the family (built offline: 224 px, 4 vision and 4 text layers,
 width 256) on the same generated pallet labels with the same settings: LoRA r=8 on the language model's attention
 and MLP projections, frozen vision tower, AdamW at 2e-4, the same batch size, epochs and seed, and the same collator
-(PaliGemma: the processor called with ``suffix=``; chat families: `ChatCollator`). The plain script is what a user would write with TRL alone: ``SFTTrainer`` with
+(PaliGemma: the processor called with ``suffix=``; chat families and Florence-2: `ChatCollator`, labels on the target
+only; Florence-2's LoRA on its BART-style projections, ``q/k/v/out_proj`` and ``fc1/fc2``, and its loss the
+decoder's). Qwen-VL needs torchvision (run it in the ``families`` nox session's environment) and both sides get the
+small model's own page budget. The plain script is what a user would write with TRL alone: ``SFTTrainer`` with
 ``remove_unused_columns=False`` and ``skip_prepare_dataset``. Ours adds its guards on the first batch, its data
 validation and its output directory. Samples per second are the trainer's own (``train_samples_per_second``:
 training steps only, for both). Rounds alternate which side goes first; medians are reported. The target is a ratio of at least
@@ -27,9 +30,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import PeakMemory, build_small_model
+from _common import IMAGE_OPTIONS, PeakMemory, build_small_model
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def targets(family_name: str) -> list[str]:
+    """The projections LoRA adapts on both sides: the family's own names where they differ (Florence-2's BART)."""
+    from invoice_vlm.families import get_family
+
+    return list(get_family(family_name).lora_targets) or LORA_TARGETS
 
 
 def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -> float:
@@ -50,7 +60,7 @@ def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -
     if family.prompt_style == "prefix":
         collator: Any = PaliGemmaCollator(processor, prompt)
     else:
-        chat = ChatCollator(processor, prompt, family)
+        chat = ChatCollator(processor, prompt, family, image_options=IMAGE_OPTIONS.get(args.family))
 
         def collator(rows: Any) -> Any:  # without the images and cut flags our trainer's guards read
             batch = chat(rows)
@@ -61,8 +71,8 @@ def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -
         r=8,
         lora_alpha=16,
         lora_dropout=0.05,
-        target_modules=rf".*{family.language_model}.*\.({'|'.join(LORA_TARGETS)})",
-        task_type="CAUSAL_LM",
+        target_modules=rf".*{family.language_model}.*\.({'|'.join(targets(args.family))})",
+        task_type="SEQ_2_SEQ_LM" if family.encoder_decoder else "CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
     config = SFTConfig(
@@ -108,8 +118,9 @@ def ours(
             output_dir=str(out),
             num_train_epochs=args.epochs,
             per_device_train_batch_size=args.batch_size,
-            lora_targets=LORA_TARGETS,
+            lora_targets=targets(args.family),
             seed=args.seed,
+            image_options=IMAGE_OPTIONS.get(args.family),
             answer_only_logits=answer_only,
         )
     )
@@ -123,7 +134,7 @@ def main() -> None:
     parser.add_argument(
         "--family",
         default="paligemma",
-        choices=["paligemma", "idefics3", "gemma3"],
+        choices=["paligemma", "idefics3", "gemma3", "qwen_vl", "florence2"],
         help="(default: paligemma)",
     )
     parser.add_argument("--docs", type=int, default=16, help="training documents (default: 16)")

@@ -263,3 +263,19 @@ def test_a_token_the_grammar_refuses_is_never_written(tiny_model):
     hopeless[refused] = 1.0
     with pytest.raises(RuntimeError, match="refuses every token"):
         _grammar_choice(xgrammar.GrammarMatcher(grammar), hopeless, refused)
+
+
+def test_forced_text_is_cut_where_a_token_could_run_past_it():
+    """`", "items": [` then the model's `{"`: a vocabulary with ` [{"` in one token gets neither ` ` nor `[` forced;
+    one without it gets everything up to the last token that nothing longer starts with."""
+    from invoice_vlm.backends.vlm import TokenTexts
+
+    pieces = [b'",', b' "', b"items", b'":', b" ", b"[", b"<eos>"]
+    forced = b'", "items": ['
+    assert TokenTexts([*pieces, b' [{"'], special=[6]).safe_end(forced) == len(forced) - 2
+    assert TokenTexts([*pieces, b"[{"], special=[6]).safe_end(forced) == len(forced) - 1
+    assert TokenTexts(pieces, special=[6]).safe_end(forced) == len(forced)
+    assert (
+        TokenTexts([*pieces, b'",x'], special=[6]).safe_end(b'",') == 0
+    )  # a token runs on past the whole text
+    assert not TokenTexts([b"<eos>"], special=[0]).extends(b"<")  # special tokens are never written as text

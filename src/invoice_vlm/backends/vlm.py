@@ -148,6 +148,7 @@ class _Grammars:
         )
         self.compiler = xgrammar.GrammarCompiler(info)
         self.vocab_size = vocab_size
+        self.texts = TokenTexts(info.decoded_vocab, info.special_token_ids)
         self._compiled: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -236,27 +237,66 @@ def _grammar_choice(matcher: Any, scores: Any, token: int) -> int:
     return token
 
 
-def _forced_tokens(matcher: Any, tokenizer: Any) -> list[int]:
+class TokenTexts:
+    """The bytes each token of a vocabulary writes, and whether some token writes more after given bytes.
+
+    Forced text must not be cut where the model would have written one token across the cut: ``", "items": [``
+    followed by the model's ``{"`` is `` [{"`` in one token where the vocabulary has it, so the forced `` `` (or
+    `` [``) is left to the model.
+    """
+
+    def __init__(self, pieces: Sequence[bytes], special: Sequence[int] = ()) -> None:
+        skip = set(special)
+        self.pieces = list(pieces)
+        self._sorted = sorted({piece for i, piece in enumerate(self.pieces) if piece and i not in skip})
+
+    def extends(self, text: bytes) -> bool:
+        """Whether some token starts with ``text`` and writes more after it."""
+        import bisect
+
+        at = bisect.bisect_right(self._sorted, text)  # the first token after ``text`` itself
+        return at < len(self._sorted) and self._sorted[at].startswith(text)
+
+    def safe_end(self, text: bytes) -> int:
+        """The longest prefix of ``text`` (in bytes) after which no token can start inside ``text`` and run past it."""
+        return next((start for start in range(len(text)) if self.extends(text[start:])), len(text))
+
+
+def _forced_tokens(matcher: Any, tokenizer: Any, texts: TokenTexts) -> list[int]:
     """The tokens ``matcher``'s grammar forces next (xgrammar's jump-forward string: keys, quotes, commas).
 
     The forced text is tokenised as the model was trained to see it (the tokenizer's own tokens), each token checked
-    against a copy of the grammar, and the last one left to the model: the text after it might merge with it into
-    one token.
+    against a copy of the grammar, and cut before any point where a token of the vocabulary could start inside the
+    forced text and run on into what the model writes next (`` [{"`` after ``"items":``): from there on the model
+    chooses, as it would have without the jump.
     """
     text = matcher.find_jump_forward_string()
     if not text:
         return []
+    raw = text.encode("utf-8")
+    encoded = tokenizer.encode(text, add_special_tokens=False)
+    if b"".join(texts.pieces[t] if t < len(texts.pieces) else b"\0" for t in encoded) != raw:
+        return []  # the tokens do not write exactly the forced text (a prefix space...): the model decodes it
+    end = texts.safe_end(raw)
     copy = matcher.fork()
-    tokens = []
-    for token in tokenizer.encode(text, add_special_tokens=False):
-        if not copy.accept_token(token):
+    tokens: list[int] = []
+    written = 0
+    for token in encoded:
+        written += len(texts.pieces[token])
+        if written > end or not copy.accept_token(token):
             break
         tokens.append(token)
-    return tokens[:-1]
+    return tokens
 
 
 def jump_forward_decode(
-    model: Any, inputs: Mapping[str, Any], grammar: Any, tokenizer: Any, budget: int, stops: Sequence[int]
+    model: Any,
+    inputs: Mapping[str, Any],
+    grammar: Any,
+    tokenizer: Any,
+    texts: TokenTexts,
+    budget: int,
+    stops: Sequence[int],
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Constrained greedy decoding that feeds forced text in the same forward pass as the token before it.
 
@@ -332,7 +372,7 @@ def jump_forward_decode(
                 done[row] = True
                 chunks.append([])
                 continue
-            forced = _forced_tokens(matcher, tokenizer)[: budget - len(written[row])]
+            forced = _forced_tokens(matcher, tokenizer, texts)[: budget - len(written[row])]
             for forced_token in forced:
                 if not matcher.accept_token(forced_token):
                     raise RuntimeError(f"the grammar refused forced token {forced_token} in row {row}")
@@ -659,8 +699,9 @@ class TransformersBackend:
         probs: list[list[float]] | None
         with torch.inference_mode(), _release_memory_on_oom():
             if jumping:
+                assert self._grammars is not None  # built with the grammar above
                 sequences, probs = jump_forward_decode(
-                    self.model, inputs, grammar, tokenizer, settings.max_new_tokens, eos
+                    self.model, inputs, grammar, tokenizer, self._grammars.texts, settings.max_new_tokens, eos
                 )
             else:
                 out = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens, **options)
