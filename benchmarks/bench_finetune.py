@@ -8,7 +8,8 @@ width 256) on the same generated pallet labels with the same settings: LoRA r=8 
 and MLP projections, frozen vision tower, AdamW at 2e-4, the same batch size, epochs and seed, and the same collator
 (PaliGemma: the processor called with ``suffix=``; chat families and Florence-2: `ChatCollator`, labels on the target
 only; Florence-2's LoRA on its BART-style projections, ``q/k/v/out_proj`` and ``fc1/fc2``, and its loss the
-decoder's). Qwen-VL needs torchvision (run it in the ``families`` nox session's environment) and both sides get the
+decoder's: TRL 1.16's ``SFTTrainer`` computes its loss with a fused LM head made for decoder-only models, which
+fails on Florence-2, so the plain script overrides ``compute_loss`` with the model's own loss). Qwen-VL needs torchvision (run it in the ``families`` nox session's environment) and both sides get the
 small model's own page budget. The plain script is what a user would write with TRL alone: ``SFTTrainer`` with
 ``remove_unused_columns=False`` and ``skip_prepare_dataset``. Ours adds its guards on the first batch, its data
 validation and its output directory. Samples per second are the trainer's own (``train_samples_per_second``:
@@ -95,7 +96,19 @@ def plain_trl(model_dir: Path, data: Any, args: argparse.Namespace, out: Path) -
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
     )
-    trainer = SFTTrainer(
+    trainer_class: Any = SFTTrainer
+    if family.encoder_decoder:
+        # TRL 1.16's SFTTrainer takes its loss from a fused LM head built for decoder-only models (it fails on
+        # Florence-2's decoder); the plain script overrides compute_loss with the model's own loss, as TRL suggests.
+        class Seq2SeqSFTTrainer(SFTTrainer):  # type: ignore[misc]
+            def compute_loss(
+                self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+            ) -> Any:
+                outputs = model(**inputs)
+                return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+        trainer_class = Seq2SeqSFTTrainer
+    trainer = trainer_class(
         model=model,
         args=config,
         train_dataset=data["train"],

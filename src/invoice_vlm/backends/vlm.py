@@ -345,6 +345,7 @@ def jump_forward_decode(
     while True:
         out = model(**step_inputs, return_dict=True)
         logits = out.logits[torch.arange(batch, device=device), last - width].float()
+        # On a GPU the forward pass is still running here: the masks are computed while it does.
         for row, matcher in enumerate(matchers):
             if done[row]:
                 bitmask[row].fill_(-1)
@@ -403,9 +404,8 @@ def jump_forward_decode(
             grown = before[..., -1:] + real.cumsum(-1).to(before.dtype)
             kwargs["position_ids"] = torch.cat([before, grown], dim=-1)
         sequence = torch.cat([sequence, step_ids], dim=1)
-        last = (real.sum(-1) - 1).clamp(
-            min=0
-        )  # a finished row feeds only holes: any index, its logits are unused
+        # A finished row feeds only holes: any index will do, its logits are unused.
+        last = (real.sum(-1) - 1).clamp(min=0)
         step_inputs = model.prepare_inputs_for_generation(
             sequence, next_sequence_length=width, **kwargs, **({"logits_to_keep": width} if keep else {})
         )
