@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
@@ -160,6 +161,24 @@ class _Grammars:
             return self._compiled[key]
 
 
+def _apply_grammar(matchers: Sequence[Any], finished: Sequence[bool], bitmask: Any, scores: Any) -> Any:
+    """``scores`` (one row per matcher) masked to what each row's grammar allows; a finished row is left as is."""
+    import torch
+    import xgrammar
+
+    for row, matcher in enumerate(matchers):
+        if finished[row]:
+            bitmask[row].fill_(-1)  # nothing masked (its tokens are padding)
+        else:
+            matcher.fill_next_token_bitmask(bitmask, row)
+    if scores.device.type == "cuda":
+        xgrammar.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
+        return scores
+    masked = scores.to("cpu", torch.float32)
+    xgrammar.apply_token_bitmask_inplace(masked, bitmask)
+    return masked.to(scores.device, scores.dtype)
+
+
 def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
     """A processor that masks each row to its grammar (when given) and keeps the chosen token's probability."""
     import torch
@@ -190,20 +209,9 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
 
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
             if self.matchers:
-                import xgrammar
-
                 self.take(input_ids)
-                for row, matcher in enumerate(self.matchers):
-                    if not matcher.is_terminated():
-                        matcher.fill_next_token_bitmask(self.bitmask, row)
-                    else:
-                        self.bitmask[row].fill_(-1)  # a finished row: nothing masked (its tokens are padding)
-                if scores.device.type == "cuda":
-                    xgrammar.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
-                else:
-                    masked = scores.to("cpu", torch.float32)
-                    xgrammar.apply_token_bitmask_inplace(masked, self.bitmask)
-                    scores = masked.to(scores.device, scores.dtype)  # type: ignore[assignment]
+                finished = [matcher.is_terminated() for matcher in self.matchers]
+                scores = _apply_grammar(self.matchers, finished, self.bitmask, scores)
                 for row, token in enumerate(scores.argmax(-1).tolist()):
                     matcher = self.matchers[row]
                     if not matcher.is_terminated():
@@ -252,8 +260,6 @@ class TokenTexts:
 
     def extends(self, text: bytes) -> bool:
         """Whether some token starts with ``text`` and writes more after it."""
-        import bisect
-
         at = bisect.bisect_right(self._sorted, text)  # the first token after ``text`` itself
         return at < len(self._sorted) and self._sorted[at].startswith(text)
 
@@ -346,16 +352,7 @@ def jump_forward_decode(
         out = model(**step_inputs, return_dict=True)
         logits = out.logits[torch.arange(batch, device=device), last - width].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
-        for row, matcher in enumerate(matchers):
-            if done[row]:
-                bitmask[row].fill_(-1)
-            else:
-                matcher.fill_next_token_bitmask(bitmask, row)
-        if logits.device.type == "cuda":
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask.to(logits.device))
-        else:
-            logits = logits.cpu()
-            xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+        logits = _apply_grammar(matchers, done, bitmask, logits)
         chosen = [
             None if done[row] else _grammar_choice(matcher, logits[row], token)
             for row, (matcher, token) in enumerate(zip(matchers, logits.argmax(-1).tolist(), strict=True))
@@ -668,6 +665,13 @@ class TransformersBackend:
         grammar = None
         if settings.num_beams == 1:
             grammar = self._grammar(request.json_schema) if request.constrained else None
+        jumping = (
+            settings.jump_forward
+            and grammar is not None
+            and not self.family.encoder_decoder
+            and not self.compile
+        )
+        if settings.num_beams == 1 and not jumping:  # the jump-forward loop keeps its own matchers
             vocab = int(self.model.get_output_embeddings().weight.shape[0])
             recorder = _logits_processor(grammar, len(images), vocab)
             processors.append(recorder)
@@ -690,12 +694,6 @@ class TransformersBackend:
             "pad_token_id": tokenizer.pad_token_id,
             **extra,
         }
-        jumping = (
-            settings.jump_forward
-            and grammar is not None
-            and not self.family.encoder_decoder
-            and not self.compile
-        )
         probs: list[list[float]] | None
         with torch.inference_mode(), _release_memory_on_oom():
             if jumping:
