@@ -308,9 +308,10 @@ def jump_forward_decode(
 
     One forward pass per step, as ``generate`` makes, but a row whose grammar forces what comes next feeds those
     tokens together with the token it chose, so a key and its quotes cost one pass instead of one per token. Rows
-    feed different numbers of tokens: within a step the shorter ones are padded on the right and the padding masked
-    (holes in the attention mask), and each row's positions count its own tokens only, so every row reads what it
-    would read alone and no row waits for another. Returns per row the tokens written (the model's and the forced
+    feed different numbers of tokens: within a step the shorter ones are padded on the left and the padding masked
+    (holes in the attention mask), so every row's last token is the step's last position and the output layer runs
+    on that one position only; each row's positions count its own tokens only, so every row reads what it would
+    read alone and no row waits for another. Returns per row the tokens written (the model's and the forced
     ones, ending with the stop token when one was chosen) and each token's probability: the chosen token's after the
     grammar's mask, 1.0 for a forced one (the model chose none).
     """
@@ -346,11 +347,10 @@ def jump_forward_decode(
     step_inputs = model.prepare_inputs_for_generation(
         sequence, is_first_iteration=True, **kwargs, **({"logits_to_keep": 1} if keep else {})
     )
-    # Each row's last real token within the step (the prompt's last token at first: rows are padded on the left).
-    last, width = torch.zeros(batch, dtype=torch.long, device=device), 1
     while True:
         out = model(**step_inputs, return_dict=True)
-        logits = out.logits[torch.arange(batch, device=device), last - width].float()
+        # Every row's last real token is the step's last position (rows are padded on the left, the prompt too).
+        logits = out.logits[:, -1].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
         logits = _apply_grammar(matchers, done, bitmask, logits)
         chosen = [
@@ -381,10 +381,10 @@ def jump_forward_decode(
             return written, probs
         width = max(len(chunk) for chunk in chunks)
         step_ids = torch.tensor(
-            [chunk + [pad] * (width - len(chunk)) for chunk in chunks], dtype=torch.long, device=device
+            [[pad] * (width - len(chunk)) + chunk for chunk in chunks], dtype=torch.long, device=device
         )
         real = torch.tensor(
-            [[1] * len(chunk) + [0] * (width - len(chunk)) for chunk in chunks],
+            [[0] * (width - len(chunk)) + [1] * len(chunk) for chunk in chunks],
             dtype=torch.long,
             device=device,
         )
@@ -401,10 +401,9 @@ def jump_forward_decode(
             grown = before[..., -1:] + real.cumsum(-1).to(before.dtype)
             kwargs["position_ids"] = torch.cat([before, grown], dim=-1)
         sequence = torch.cat([sequence, step_ids], dim=1)
-        # A finished row feeds only holes: any index will do, its logits are unused.
-        last = (real.sum(-1) - 1).clamp(min=0)
+        # A finished row feeds only holes: its logits are unused.
         step_inputs = model.prepare_inputs_for_generation(
-            sequence, next_sequence_length=width, **kwargs, **({"logits_to_keep": width} if keep else {})
+            sequence, next_sequence_length=width, **kwargs, **({"logits_to_keep": 1} if keep else {})
         )
 
 
