@@ -6,6 +6,10 @@ backend depends on it, and refuses what vLLM refuses:
 - it builds PaliGemma's prompt as ``vllm/model_executor/models/paligemma.py`` does: the image tokens and ``<bos>``
   inserted after a leading ``<bos>`` when the engine's tokenizer adds one (``add_bos_token``), else at the start, and
   ``vocab["\\n"]`` appended when the prompt does not end with it;
+- for the chat families it applies vLLM's prompt update to token inputs: the model's one image placeholder
+  (`PLACEHOLDERS`) is replaced by the image block the model's own HF processor (loaded from the model directory, as
+  vLLM loads it) builds for that image with the request's ``mm_processor_kwargs``; no placeholder, or several, is
+  vLLM's error;
 - LoRA: only when started with ``enable_lora``, up to ``max_lora_rank``, refusing the adapter features vLLM's loader
   refuses (``modules_to_save``, DoRA...);
 - structured outputs: one kind of constraint; a ``grammar`` is compiled by xgrammar and masks every step;
@@ -41,6 +45,8 @@ ENGINE_ARGS = {
     "enforce_eager",
 }
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+PLACEHOLDERS = {"idefics3": "<image>", "gemma3": "<start_of_image>", "qwen_vl": "<|image_pad|>"}
+"""The token vLLM's processor for each chat family replaces with the image block (its ``PromptReplacement`` target)."""
 
 
 @dataclass
@@ -141,7 +147,9 @@ CALLS = _Calls()
 
 class LLM:
     def __init__(self, model: str, tokenizer: str | None = None, **kwargs: Any) -> None:
-        from transformers import AutoProcessor, AutoTokenizer, PaliGemmaForConditionalGeneration
+        from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+        from invoice_vlm.families import family_for_model_type
 
         unknown = set(kwargs) - ENGINE_ARGS
         if unknown:
@@ -151,19 +159,25 @@ class LLM:
         self.model_path = model
         self.kwargs = kwargs
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
-        self.image_processor = AutoProcessor.from_pretrained(model).image_processor
-        self.base = PaliGemmaForConditionalGeneration.from_pretrained(model, dtype=torch.float32).eval()
+        self.processor = AutoProcessor.from_pretrained(model)
+        self.image_processor = self.processor.image_processor
+        self.base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.float32).eval()
+        self.family = family_for_model_type(self.base.config.model_type)
         self._loras: dict[int, Any] = {}
         self.requests: list[tuple[list[Any], SamplingParams, LoRARequest | None]] = []
         CALLS.engines.append(self)
 
     def _prompt(self, prompt: dict[str, Any]) -> list[int]:
-        """vLLM's PaliGemma prompt: image tokens + <bos> inserted after the tokenizer's own <bos>, "\\n" at the end."""
+        """The prompt's tokens as vLLM lays them out for the model (its image block expanded)."""
         tokenizer = self.tokenizer
         if "prompt_token_ids" in prompt:
             ids = list(prompt["prompt_token_ids"])
         else:
             ids = tokenizer.encode(prompt["prompt"], add_special_tokens=False)
+        if self.family.name != "paligemma":
+            at, block = self._placeholder(ids), self._block(prompt)
+            return ids[:at] + list(block["input_ids"][0]) + ids[at + 1 :]
+        # PaliGemma: image tokens + <bos> inserted after the tokenizer's own <bos>, "\\n" at the end.
         config = self.base.config
         vision = config.vision_config
         image = [config.image_token_index] * ((vision.image_size // vision.patch_size) ** 2)
@@ -178,6 +192,43 @@ class LLM:
             ids.append(newline)
         return ids
 
+    def _placeholder(self, ids: list[int]) -> int:
+        """Where the one image placeholder is (vLLM's error when there is none, or several)."""
+        token = self.tokenizer.convert_tokens_to_ids(PLACEHOLDERS[self.family.name])
+        found = [i for i, t in enumerate(ids) if t == token]
+        if len(found) != 1:
+            raise RuntimeError(
+                f"Expected there to be 1 prompt placeholders corresponding to 1 image items, got {len(found)}"
+            )
+        return found[0]
+
+    def _block(self, prompt: dict[str, Any]) -> Any:
+        """The HF processor's image block (and image tensors) for the prompt's image and ``mm_processor_kwargs``."""
+        image = prompt["multi_modal_data"]["image"]
+        return self.processor(
+            text=[PLACEHOLDERS[self.family.name]],
+            images=[[image.convert("RGB")]],
+            add_special_tokens=False,
+            return_tensors="pt",
+            **prompt.get("mm_processor_kwargs", {}),
+        )
+
+    def _image_inputs(self, prompt: dict[str, Any], ids: list[int]) -> dict[str, Any]:
+        """The model's image inputs for the laid-out prompt ``ids``, per-token ones at the image block's place."""
+        image = prompt["multi_modal_data"]["image"]
+        if self.family.name == "paligemma":
+            return {"pixel_values": self.image_processor(images=[image], return_tensors="pt")["pixel_values"]}
+        block = self._block(prompt)
+        width = int(block["input_ids"].shape[1])
+        at = next(i for i in range(len(ids)) if ids[i : i + width] == block["input_ids"][0].tolist())
+        inputs = {key: value for key, value in block.items() if key not in ("input_ids", "attention_mask")}
+        for key in ("token_type_ids", "mm_token_type_ids"):
+            if key in inputs:
+                full = torch.zeros(1, len(ids), dtype=inputs[key].dtype)
+                full[:, at : at + width] = inputs[key]
+                inputs[key] = full
+        return inputs
+
     def _model(self, lora: LoRARequest | None) -> Any:
         if lora is None:
             return self.base
@@ -188,7 +239,7 @@ class LLM:
             from pathlib import Path
 
             from peft import PeftModel
-            from transformers import PaliGemmaForConditionalGeneration
+            from transformers import AutoModelForImageTextToText
 
             config = json.loads((Path(lora.lora_path) / "adapter_config.json").read_text())
             if [m for m in config.get("modules_to_save") or [] if m not in ("classifier", "score")]:
@@ -197,13 +248,14 @@ class LLM:
                 raise ValueError("vLLM does not yet support DoRA.")
             if int(config["r"]) > self.kwargs.get("max_lora_rank", 16):
                 raise ValueError(f"LoRA rank {config['r']} is greater than max_lora_rank")
-            if "vision_tower" in str(config.get("target_modules")) and not self.kwargs.get(
+            towers = (*self.family.vision, *self.family.projector)
+            if any(t in str(config.get("target_modules")) for t in towers) and not self.kwargs.get(
                 "enable_tower_connector_lora"
             ):
                 raise ValueError(
                     "this adapter targets the vision tower: start with enable_tower_connector_lora"
                 )
-            base = PaliGemmaForConditionalGeneration.from_pretrained(self.model_path, dtype=torch.float32)
+            base = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=torch.float32)
             self._loras[lora.lora_int_id] = PeftModel.from_pretrained(base, lora.lora_path).eval()
         return self._loras[lora.lora_int_id]
 
@@ -229,8 +281,7 @@ class LLM:
         if params.temperature != 0.0:
             raise AssertionError("this fake engine decodes greedily only")
         ids = self._prompt(prompt)
-        images = prompt["multi_modal_data"]["image"]
-        pixels = self.image_processor(images=[images], return_tensors="pt")["pixel_values"]
+        image_inputs = self._image_inputs(prompt, ids)
         vocab = int(self.base.get_output_embeddings().weight.shape[0])
         stops = sorted({*params.stop_token_ids, self.tokenizer.eos_token_id})
         matcher = bitmask = None
@@ -263,7 +314,7 @@ class LLM:
             out = model.generate(
                 input_ids=torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                pixel_values=pixels,
+                **image_inputs,
                 max_new_tokens=params.max_tokens,
                 min_new_tokens=params.min_tokens or None,
                 do_sample=False,

@@ -337,22 +337,27 @@ def test_cut_off_output_is_reported_not_completed(tiny_model, fake):
 
 
 @pytest.mark.gpu
-def test_real_vllm_decodes_as_the_transformers_backend(tmp_path):
-    """With vllm and a GPU: a tiny PaliGemma saved locally gives the transformers backend's greedy output."""
+@pytest.mark.parametrize("family", ["paligemma", "idefics3", "gemma3", "qwen_vl"])
+def test_real_vllm_decodes_as_the_transformers_backend(tmp_path, family):
+    """With vllm and a GPU: each family's tiny model with a LoRA adapter, saved locally, gives the transformers
+    backend's greedy output (vLLM lays out the prompt itself, and the backend checks it against the processor's)."""
     pytest.importorskip("vllm")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from invoice_vlm.testing import build_tiny_paligemma
+    from invoice_vlm.families import get_family
+    from invoice_vlm.testing import build_tiny_model
 
-    model = build_tiny_paligemma(tmp_path / "model", seed=0)
-    adapter = lora(model, tmp_path / "lora")
+    from .test_families import _language_lora
+
+    model = build_tiny_model(family, tmp_path / "model", seed=0)
+    adapter = _language_lora(model, get_family(family), tmp_path / "lora")
     options = {"schema": "pallet_label", "generation": {"max_new_tokens": 24}, "constrained": False}
-    reference = InvoiceExtractor.from_pretrained(adapter, dtype="float32", **options)
+    reference = InvoiceExtractor.from_pretrained(adapter, dtype="float32", merge_adapter=False, **options)
     served = InvoiceExtractor.from_pretrained(
         adapter,
         backend="vllm",
         dtype="float32",
-        engine_options={"gpu_memory_utilization": 0.3, "max_model_len": 512, "enforce_eager": True},
+        engine_options={"gpu_memory_utilization": 0.3, "max_model_len": 2048, "enforce_eager": True},
         **options,
     )
     for ours, theirs in zip(reference.extract_batch(DOCS), served.extract_batch(DOCS), strict=True):
@@ -365,9 +370,12 @@ def test_real_vllm_decodes_as_the_transformers_backend(tmp_path):
         assert theirs.raw_text == ours.raw_text
 
 
-def test_another_family_is_refused_with_the_backend_that_runs_it(fake, tmp_path):
-    from invoice_vlm.testing import build_tiny_idefics3
+def test_florence2_is_refused_with_the_backend_that_runs_it(fake, tmp_path):
+    from invoice_vlm.testing import build_tiny_florence2
 
-    smol = build_tiny_idefics3(tmp_path / "smol")
-    with pytest.raises(ModelLoadError, match=r"Idefics3 / SmolVLM model.*--backend transformers"):
-        InvoiceExtractor.from_pretrained(smol, schema="invoice", backend="vllm", device="cuda")
+    florence = build_tiny_florence2(tmp_path / "florence")
+    with pytest.raises(
+        ModelLoadError, match=r"Florence-2 model, which vLLM does not serve.*--backend transformers"
+    ):
+        InvoiceExtractor.from_pretrained(florence, schema="invoice", backend="vllm", device="cuda")
+    assert not fake_vllm.CALLS.engines

@@ -65,7 +65,7 @@ class Family:
         encoder_decoder: the prompt goes to an encoder and the answer is the decoder's, from its start token; labels
             are the target alone (Florence-2).
         needs: packages its processor imports beyond the ``paligemma`` extra (installed by the ``qwen`` extra).
-        vllm: whether invoice_vlm's vllm backend serves it (PaliGemma only so far).
+        vllm: whether invoice_vlm's vllm backend serves it (vLLM applies LoRA to its language model).
         sizes: public checkpoints, for the docs and error messages.
     """
 
@@ -191,6 +191,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 # documents keep their small print.
                 image_options=MappingProxyType({"do_image_splitting": True}),
                 nested_images=True,
+                vllm=True,
                 sizes=(
                     "HuggingFaceTB/SmolVLM-256M-Instruct",
                     "HuggingFaceTB/SmolVLM-500M-Instruct",
@@ -210,6 +211,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 projector=("multi_modal_projector",),
                 token_inputs=("token_type_ids",),
                 nested_images=True,
+                vllm=True,
                 sizes=("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it"),
             ),
             Family(
@@ -228,6 +230,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 ),
                 nested_images=True,
                 needs=("torchvision",),  # Qwen's video processor, loaded with every Qwen-VL processor
+                vllm=True,
                 sizes=(
                     "Qwen/Qwen2-VL-2B-Instruct",
                     "Qwen/Qwen2.5-VL-3B-Instruct",

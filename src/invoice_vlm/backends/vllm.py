@@ -1,12 +1,16 @@
-r"""The vllm backend: PaliGemma served by vLLM (continuous batching, paged attention), with a PEFT LoRA adapter.
+r"""The vllm backend: PaliGemma, Idefics3 / SmolVLM, Gemma 3 and Qwen-VL served by vLLM, with a PEFT LoRA adapter.
 
-It reads the same directories as the ``paligemma`` backend (a base model, an adapter alone, or a directory saved by
+It reads the same directories as the transformers backend (a base model, an adapter alone, or a directory saved by
 `finetune` or `InvoiceExtractor.save_pretrained`), and it asks vLLM for exactly what the transformers backend computes:
 
-- **the prompt exactly as trained**: our processor builds the token sequence (image tokens, ``<bos>``, the prompt,
-  ``\n``); vLLM is given the tokens after the image block and inserts the image tokens itself, so its engine gets
-  a tokenizer copy that does not add ``<bos>`` in front (vLLM would put one before the image tokens otherwise).
-  Every answer's ``prompt_token_ids`` is compared with ours, and a difference is an error naming the position;
+- **the prompt exactly as trained**: our processor builds the token sequence, and vLLM is given it with the image
+  block not yet expanded, which vLLM expands itself for the image it is sent (with the family's image settings as
+  ``mm_processor_kwargs``: Qwen's pixel budget, Idefics3's tiling). For PaliGemma that is the tokens after the
+  image block (image tokens, ``<bos>``, the prompt, ``\n``), and the engine gets a tokenizer copy that does not add
+  ``<bos>`` in front (vLLM would put one before the image tokens otherwise); for a chat family it is the chat
+  template's tokens with the one image placeholder (``<image>``, ``<start_of_image>``, ``<|image_pad|>``).
+  Every answer's ``prompt_token_ids`` is compared with ours for that image, and a difference is an error naming
+  the position;
 - **greedy decoding** with the request's settings (``max_new_tokens``, ``min_new_tokens``; beams are refused);
 - **constrained decoding** through vLLM's structured outputs, with the very grammar the transformers backend uses
   (xgrammar, from ``request.json_schema``, written with the training separators), not vLLM's compact JSON;
@@ -43,15 +47,16 @@ from invoice_vlm.backends._hf import (
     ADAPTER_WEIGHTS,
     apply_adapter,
     is_local,
+    load_processor,
     load_weights,
     read_adapter_config,
     resolve_refs,
 )
-from invoice_vlm.backends.paligemma import char_confidence, load_paligemma_processor
+from invoice_vlm.backends.vlm import char_confidence, check_image_options, check_processor, model_inputs
 from invoice_vlm.config import GenerationSettings, from_dict
 from invoice_vlm.constraints import grammar_available, json_grammar
 from invoice_vlm.errors import BackendError, InvoiceVLMWarning, ModelLoadError, require
-from invoice_vlm.families import family_for_model_type, read_model_type
+from invoice_vlm.families import Family, family_for_model_type, get_family, read_model_type
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -98,10 +103,11 @@ def _max_rank(config: Mapping[str, Any]) -> int:
     return max([int(config.get("r") or 1), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
 
 
-def _touches_vision(config: Mapping[str, Any]) -> bool:
+def _touches_vision(config: Mapping[str, Any], family: Family) -> bool:
+    """Whether the adapter's targets reach into the family's vision tower or projector."""
     targets = config.get("target_modules") or []
     text = targets if isinstance(targets, str) else " ".join(map(str, targets))
-    return "vision_tower" in text or "multi_modal_projector" in text
+    return any(name in text for name in (*family.vision, *family.projector))
 
 
 def _cache_root() -> Path:
@@ -168,14 +174,14 @@ def merged_copy(
     Merging runs on the CPU in float32; the copy is saved in ``dtype``, the one vLLM serves it in.
     """
     import torch
-    from transformers import PaliGemmaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     root = Path(directory) if directory is not None else _cache_root() / "vllm-merged"
     target = root / _adapter_digest(base, adapter, dtype)
     if _complete(target):
         return target
     with _staging(root, ".merging-") as build:
-        net = load_weights(PaliGemmaForConditionalGeneration, base, "cpu", torch.float32)
+        net = load_weights(AutoModelForImageTextToText, base, "cpu", torch.float32)
         merged = apply_adapter(net, adapter, trainable=False, base=base).merge_and_unload()
         merged.to(getattr(torch, dtype)).save_pretrained(str(build), safe_serialization=True)
         processor.save_pretrained(str(build))
@@ -233,17 +239,21 @@ def _import_vllm() -> _Vllm:
 
 
 class VLLMBackend:
-    """PaliGemma on a vLLM engine, with a LoRA adapter applied per request or merged into a cached copy.
+    """A model of a family vLLM serves, on a vLLM engine, with a LoRA adapter per request or merged into a copy.
 
     Args:
         engine: a ``vllm.LLM``.
-        processor: the ``PaliGemmaProcessor`` the model was trained with (it defines the prompt's tokens).
+        processor: the processor the model was trained with (it defines the prompt's tokens).
         vllm: the vllm classes used to build requests.
         lora_request: the ``LoRARequest`` sent with every prompt, or ``None`` (no adapter, or a merged copy).
         generation: default decoding settings.
         base_model: id or path of the base weights (saved in ``invoice_vlm.json``).
         adapter: id or path of the adapter, if any.
         merged: the merged copy the engine serves, when the adapter was merged.
+        stop_ids: token ids that end an answer besides the tokenizer's EOS (the model's, the family's end token).
+        family: the model's family (PaliGemma when not given).
+        image_options: the image processor's settings, sent to vLLM with every image (the family's defaults when
+            ``None``).
     """
 
     name = "vllm"
@@ -262,6 +272,8 @@ class VLLMBackend:
         adapter: str | None = None,
         merged: Path | None = None,
         stop_ids: Sequence[int] = (),
+        family: Family | None = None,
+        image_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.processor = processor
@@ -271,12 +283,16 @@ class VLLMBackend:
         self.base_model = base_model
         self.adapter = adapter
         self.merged = merged
-        self._prompts: dict[
-            str, tuple[list[int], list[int]]
-        ] = {}  # prompt -> (its tokens, those after the image)
+        self.family = family if family is not None else get_family("paligemma")
+        self.image_options = dict(self.family.image_options if image_options is None else image_options)
+        self._given: dict[str, list[int]] = {}  # prompt -> the tokens vLLM is given
+        self._expected: dict[tuple[str, tuple[int, int]], list[int]] = {}  # (prompt, image size) -> ours
         self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
-        self._stop_ids = sorted({*stop_ids, processor.tokenizer.eos_token_id} - {None})
+        self._stop_ids = sorted(
+            {*stop_ids, *self.family.end_token_ids(processor.tokenizer), processor.tokenizer.eos_token_id}
+            - {None}
+        )
 
     @classmethod
     def from_pretrained(
@@ -290,9 +306,13 @@ class VLLMBackend:
         merge_adapter: bool | None = None,
         merged_dir: str | Path | None = None,
         engine_options: Mapping[str, Any] | None = None,
+        image_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> VLLMBackend:
         """Start a vLLM engine for a base model, an adapter alone (its base from ``adapter_config.json``), or both.
+
+        The family comes from the base model's ``config.json``: PaliGemma 1/2, Idefics3 / SmolVLM, Gemma 3 and
+        Qwen2-VL / Qwen2.5-VL / Qwen3-VL (Florence-2 is refused: vLLM serves no LoRA for it).
 
         Args:
             model: base id or directory, adapter directory, or a directory saved by invoice_vlm.
@@ -307,6 +327,8 @@ class VLLMBackend:
             merged_dir: where merged copies are kept (default ``~/.cache/invoice_vlm/vllm-merged``).
             engine_options: more ``vllm.LLM`` arguments (``gpu_memory_utilization``, ``max_model_len``,
                 ``tensor_parallel_size``...).
+            image_options: image processor settings over the family's document defaults, as for the
+                transformers backend; vLLM gets them with every image (``mm_processor_kwargs``).
             **options: none other are accepted (a misspelt option is a ``TypeError``, not silently dropped).
 
         Raises:
@@ -341,11 +363,16 @@ class VLLMBackend:
         family = family_for_model_type(read_model_type(refs.base))
         if not family.vllm:
             raise ModelLoadError(
-                f"{refs.base!r} is a {family.title} model; the vllm backend lays out PaliGemma's prompts only so far. "
-                "Use the transformers backend (--backend transformers) for it.",
+                f"{refs.base!r} is a {family.title} model, which vLLM does not serve with a LoRA adapter. Use the "
+                "transformers backend (--backend transformers) for it.",
                 refs.base,
             )
-        processor = load_paligemma_processor(refs.processor)
+        family.require()
+        processor = load_processor(refs.processor)
+        check_processor(family, processor, refs.processor)
+        settings = check_image_options(
+            processor, {**family.image_options, **dict(image_options or {})}, family
+        )
         kwargs: dict[str, Any] = {
             "dtype": dtype or "bfloat16",
             "seed": 0,
@@ -376,7 +403,7 @@ class VLLMBackend:
             else:
                 rank = next(r for r in LORA_RANKS if r >= _max_rank(config))
                 kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=rank)
-                if _touches_vision(config):
+                if _touches_vision(config, family):
                     kwargs["enable_tower_connector_lora"] = True
                 path = (
                     str(Path(refs.adapter).expanduser().resolve()) if is_local(refs.adapter) else refs.adapter
@@ -400,6 +427,8 @@ class VLLMBackend:
             adapter=refs.adapter,
             merged=merged,
             stop_ids=_eos_ids(refs.base),
+            family=family,
+            image_options=settings,
         )
 
     @property
@@ -407,25 +436,40 @@ class VLLMBackend:
         """Constrained decoding is vLLM's own (structured outputs); the grammar text comes from xgrammar."""
         return grammar_available()
 
-    def prompt_token_ids(self, prompt: str) -> list[int]:
-        """The prompt's token sequence as our processor builds it (and as the model was trained on)."""
-        return self._layout(prompt)[0]
+    def prompt_token_ids(self, prompt: str, image: Image.Image | None = None) -> list[int]:
+        """The prompt's token sequence for ``image`` as our processor builds it (and as the model was trained on).
 
-    def _layout(self, prompt: str) -> tuple[list[int], list[int]]:
-        """The prompt's tokens, and those vLLM is given (after the image block), built once per prompt."""
-        if prompt not in self._prompts:
+        PaliGemma's does not depend on the image; a chat family's image block grows with the image's size (Qwen's
+        pixel budget, Idefics3's tiles), so it is built for ``image`` (a small blank page when none is given).
+        """
+        if image is None:
             from PIL import Image
 
-            blank = Image.new("RGB", (8, 8))
-            ids = self.processor(images=[blank], text=["<image>" + prompt], return_tensors=None)["input_ids"][
-                0
-            ]
-            ids = [int(i) for i in ids]
-            self._prompts[prompt] = (ids, self._after_image(ids))
-        return self._prompts[prompt]
+            image = Image.new("RGB", (8, 8))
+        return self._expected_ids(prompt, image)
+
+    def _expected_ids(self, prompt: str, image: Image.Image) -> list[int]:
+        """Our processor's tokens for ``prompt`` and an image of ``image``'s size (built once per prompt and size)."""
+        key = (prompt, (0, 0) if self.family.prompt_style == "prefix" else image.size)
+        if key not in self._expected:
+            inputs = model_inputs(self.family, self.processor, [image], prompt, self.image_options)
+            self._expected[key] = [int(i) for i in inputs["input_ids"][0]]
+        return self._expected[key]
+
+    def _given_ids(self, prompt: str) -> list[int]:
+        """The tokens vLLM is given, before it expands the image block (built once per prompt)."""
+        if prompt not in self._given:
+            if self.family.prompt_style == "prefix":
+                from PIL import Image
+
+                self._given[prompt] = self._after_image(self._expected_ids(prompt, Image.new("RGB", (8, 8))))
+            else:  # the chat template's tokens, as the processor tokenises them, with the one image placeholder
+                text = self.family.prompt_text(self.processor, prompt)
+                self._given[prompt] = [int(i) for i in self.processor.tokenizer(text)["input_ids"]]
+        return self._given[prompt]
 
     def _after_image(self, ids: Sequence[int]) -> list[int]:
-        """The tokens after the image block and its ``<bos>``: what vLLM is given (it inserts those itself)."""
+        """PaliGemma's tokens after the image block and its ``<bos>``: what vLLM is given (it inserts those)."""
         image_id = self.processor.image_token_id
         start = 0
         while start < len(ids) and ids[start] == image_id:
@@ -469,19 +513,22 @@ class VLLMBackend:
         """
         if not images:
             return []
-        expected, given = self._layout(request.prompt)
+        given = self._given_ids(request.prompt)
+        extra = {"mm_processor_kwargs": dict(self.image_options)} if self.image_options else {}
         prompts = [
-            {"prompt_token_ids": list(given), "multi_modal_data": {"image": image}} for image in images
+            {"prompt_token_ids": list(given), "multi_modal_data": {"image": image}, **extra}
+            for image in images
         ]
         outputs = self.engine.generate(
             prompts, self._sampling(request), use_tqdm=False, lora_request=self.lora_request
         )
         tokenizer = self.processor.tokenizer
         results = []
-        for output in outputs:
+        for image, output in zip(images, outputs, strict=True):
+            expected = self._expected_ids(request.prompt, image)
             built = list(output.prompt_token_ids or [])
             if built != expected:
-                raise BackendError(_prompt_mismatch(tokenizer, expected, built))
+                raise BackendError(_prompt_mismatch(tokenizer, expected, built, self.family))
             completion = output.outputs[0]
             ids = list(completion.token_ids)
             cut = next((i for i, t in enumerate(ids) if t in self._stop_ids), len(ids))
@@ -496,7 +543,7 @@ class VLLMBackend:
         return results
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write what the paligemma backend writes: the adapter alone (or the base model's files) and the processor."""
+        """Write what the transformers backend writes: the adapter alone (or the base model's files) and the processor."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.adapter is not None:
@@ -530,7 +577,7 @@ def _local_model(ref: str) -> Path:
     return Path(snapshot_download(ref, allow_patterns=[*_MODEL_FILES, "*.safetensors"]))
 
 
-def _prompt_mismatch(tokenizer: Any, expected: Sequence[int], built: Sequence[int]) -> str:
+def _prompt_mismatch(tokenizer: Any, expected: Sequence[int], built: Sequence[int], family: Family) -> str:
     at = next(
         (i for i, (a, b) in enumerate(zip(expected, built, strict=False)) if a != b),
         min(len(expected), len(built)),
@@ -542,5 +589,10 @@ def _prompt_mismatch(tokenizer: Any, expected: Sequence[int], built: Sequence[in
     return (
         f"vLLM built a prompt other than the one the model was trained with: {len(built)} tokens instead of "
         f"{len(expected)}, first difference at token {at} (trained: {around(expected)}, vLLM: {around(built)}). "
-        "The engine's tokenizer must add no <bos> of its own; report this with your vllm version."
+        + (
+            "The engine's tokenizer must add no <bos> of its own; "
+            if family.prompt_style == "prefix"
+            else f"vLLM expands {family.title}'s image block from the image settings it is sent (mm_processor_kwargs); "
+        )
+        + "report this with your vllm version."
     )
