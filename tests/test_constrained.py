@@ -279,3 +279,23 @@ def test_forced_text_is_cut_where_a_token_could_run_past_it():
         TokenTexts([*pieces, b'",x'], special=[6]).safe_end(b'",') == 0
     )  # a token runs on past the whole text
     assert not TokenTexts([b"<eos>"], special=[0]).extends(b"<")  # special tokens are never written as text
+
+
+def test_forced_tokens_are_the_tokenizers_own_cut_at_the_safe_end_and_computed_once():
+    from invoice_vlm.backends.vlm import TokenTexts
+
+    pieces = [b'",', b' "', b"items", b'":', b" ", b"[", b"<eos>", b' [{"', b"x"]
+    vocab = {b'", "items": [': [0, 1, 2, 3, 4, 5], b"xy": [8, 8]}  # "xy" as two "x": not the text
+    calls: list[str] = []
+
+    class Tokenizer:
+        def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+            assert not add_special_tokens
+            calls.append(text)
+            return vocab[text.encode()]
+
+    texts = TokenTexts(pieces, special=[6])
+    assert texts.forced('", "items": [', Tokenizer()) == (0, 1, 2, 3)  # ` [` is left to the model (` [{"`)
+    assert texts.forced('", "items": [', Tokenizer()) == (0, 1, 2, 3)
+    assert texts.forced("xy", Tokenizer()) == ()  # tokens that write other text: the model decodes it
+    assert calls == ['", "items": [', "xy"]  # each text tokenised once

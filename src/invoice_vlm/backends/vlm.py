@@ -257,6 +257,26 @@ class TokenTexts:
         skip = set(special)
         self.pieces = list(pieces)
         self._sorted = sorted({piece for i, piece in enumerate(self.pieces) if piece and i not in skip})
+        self._forced: dict[str, tuple[int, ...]] = {}  # forced text -> its tokens up to the safe end
+
+    def forced(self, text: str, tokenizer: Any) -> tuple[int, ...]:
+        """The tokenizer's own tokens for forced ``text``, cut before `safe_end` (computed once per text).
+
+        Empty when those tokens do not write exactly ``text`` (a prefix space...): then the model decodes it.
+        """
+        if text not in self._forced:
+            raw = text.encode("utf-8")
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            tokens: list[int] = []
+            if b"".join(self.pieces[t] if t < len(self.pieces) else b"\0" for t in encoded) == raw:
+                end, written = self.safe_end(raw), 0
+                for token in encoded:
+                    written += len(self.pieces[token])
+                    if written > end:
+                        break
+                    tokens.append(token)
+            self._forced[text] = tuple(tokens)
+        return self._forced[text]
 
     def extends(self, text: bytes) -> bool:
         """Whether some token starts with ``text`` and writes more after it."""
@@ -268,31 +288,24 @@ class TokenTexts:
         return next((start for start in range(len(text)) if self.extends(text[start:])), len(text))
 
 
-def _forced_tokens(matcher: Any, tokenizer: Any, texts: TokenTexts) -> list[int]:
-    """The tokens ``matcher``'s grammar forces next (xgrammar's jump-forward string: keys, quotes, commas).
+def _accept_forced(matcher: Any, tokenizer: Any, texts: TokenTexts, limit: int) -> list[int]:
+    """Accept and return the tokens ``matcher``'s grammar forces next (xgrammar's jump-forward string), at most ``limit``.
 
-    The forced text is tokenised as the model was trained to see it (the tokenizer's own tokens), each token checked
-    against a copy of the grammar, and cut before any point where a token of the vocabulary could start inside the
-    forced text and run on into what the model writes next (`` [{"`` after ``"items":``): from there on the model
-    chooses, as it would have without the jump.
+    The forced text (keys, quotes, commas) is tokenised as the model was trained to see it (the tokenizer's own
+    tokens), cut before any point where a token of the vocabulary could start inside the forced text and run on into
+    what the model writes next (`` [{"`` after ``"items":``), and each token is accepted by the grammar in turn, up
+    to the first it refuses (it then stays as it was): from there on the model chooses, as it would have without the
+    jump.
     """
     text = matcher.find_jump_forward_string()
     if not text:
         return []
-    raw = text.encode("utf-8")
-    encoded = tokenizer.encode(text, add_special_tokens=False)
-    if b"".join(texts.pieces[t] if t < len(texts.pieces) else b"\0" for t in encoded) != raw:
-        return []  # the tokens do not write exactly the forced text (a prefix space...): the model decodes it
-    end = texts.safe_end(raw)
-    copy = matcher.fork()
-    tokens: list[int] = []
-    written = 0
-    for token in encoded:
-        written += len(texts.pieces[token])
-        if written > end or not copy.accept_token(token):
+    accepted: list[int] = []
+    for token in texts.forced(text, tokenizer)[:limit]:
+        if not matcher.accept_token(token):
             break
-        tokens.append(token)
-    return tokens
+        accepted.append(token)
+    return accepted
 
 
 def jump_forward_decode(
@@ -370,10 +383,7 @@ def jump_forward_decode(
                 done[row] = True
                 chunks.append([])
                 continue
-            forced = _forced_tokens(matcher, tokenizer, texts)[: budget - len(written[row])]
-            for forced_token in forced:
-                if not matcher.accept_token(forced_token):
-                    raise RuntimeError(f"the grammar refused forced token {forced_token} in row {row}")
+            forced = _accept_forced(matcher, tokenizer, texts, budget - len(written[row]))
             written[row].extend(forced)
             probs[row].extend([1.0] * len(forced))
             chunks.append([token, *forced])
