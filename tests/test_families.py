@@ -500,6 +500,11 @@ def test_vllm_serves_the_family_as_the_transformers_backend(tiny, name, monkeypa
         assert prompt.get("mm_processor_kwargs", {}) == dict(family.image_options)
     if family.name != "gemma3":  # Gemma 3's image block has one size; the others' follow the page's shape
         assert len(lengths) > 1
+    # Pages come in endless sizes: the backend keeps the prompt tokens of the last few only.
+    monkeypatch.setattr("invoice_vlm.backends.vllm._EXPECTED_KEPT", 2)
+    served.backend._expected.clear()
+    assert [r.raw_text for r in served.extract_batch(docs, progress=False)] == [e.raw_text for e in expected]
+    assert len(served.backend._expected) == 2
     assert set(family.end_token_ids(processor.tokenizer)) <= set(params.stop_token_ids)
 
     # Constrained, with the transformers backend decoding token by token as vLLM does.

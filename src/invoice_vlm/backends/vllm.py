@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def _adapter_file(adapter: str, name: str) -> Path:
 
 
 _COMPLETE = "invoice_vlm_complete"
+_EXPECTED_KEPT = 512
+"""How many page sizes' prompt tokens the backend keeps to check vLLM's prompts against (least recently used go)."""
 
 
 def _complete(target: Path) -> bool:
@@ -286,7 +289,8 @@ class VLLMBackend:
         self.family = family if family is not None else get_family("paligemma")
         self.image_options = dict(self.family.image_options if image_options is None else image_options)
         self._given: dict[str, list[int]] = {}  # prompt -> the tokens vLLM is given
-        self._expected: dict[tuple[str, tuple[int, int]], list[int]] = {}  # (prompt, image size) -> ours
+        # (prompt, page size) -> our processor's tokens: the sizes last seen, as many as `_EXPECTED_KEPT`.
+        self._expected: OrderedDict[tuple[str, tuple[int, int]], list[int]] = OrderedDict()
         self._grammars: dict[str, str] = {}
         self._pieces: dict[int, bytes] = {}
         self._stop_ids = sorted(
@@ -451,9 +455,13 @@ class VLLMBackend:
     def _expected_ids(self, prompt: str, image: Image.Image) -> list[int]:
         """Our processor's tokens for ``prompt`` and an image of ``image``'s size (built once per prompt and size)."""
         key = (prompt, (0, 0) if self.family.prompt_style == "prefix" else image.size)
-        if key not in self._expected:
+        if key in self._expected:
+            self._expected.move_to_end(key)
+        else:
             inputs = model_inputs(self.family, self.processor, [image], prompt, self.image_options)
             self._expected[key] = [int(i) for i in inputs["input_ids"][0]]
+            if len(self._expected) > _EXPECTED_KEPT:  # photos come in endless sizes: keep memory bounded
+                self._expected.popitem(last=False)
         return self._expected[key]
 
     def _given_ids(self, prompt: str) -> list[int]:
