@@ -114,7 +114,7 @@ def test_cli_without_vllm_exits_2_with_one_line(tiny_model, tmp_path):
 
 def test_without_a_gpu_one_line_says_so(tiny_model, monkeypatch):
     fake_vllm.install(monkeypatch, cuda=False)
-    with pytest.raises(ModelLoadError, match="needs an NVIDIA or AMD GPU.*--backend paligemma") as info:
+    with pytest.raises(ModelLoadError, match="needs an NVIDIA or AMD GPU.*--backend transformers") as info:
         InvoiceExtractor.from_pretrained(tiny_model, schema="pallet_label", backend="vllm")
     assert "\n" not in str(info.value)
     for device in ("cpu", "cuda:1"):

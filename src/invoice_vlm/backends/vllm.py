@@ -348,13 +348,13 @@ class VLLMBackend:
         if device is not None and device != "cuda":
             raise ModelLoadError(
                 f"The vllm backend serves on the GPUs vLLM sees; choose them with CUDA_VISIBLE_DEVICES (device="
-                f"{device!r}: a CPU is for the paligemma backend, --backend paligemma)."
+                f"{device!r}: a CPU is for the transformers backend, --backend transformers)."
             )
         platform = vllm.platform
         if not platform.is_cuda_alike():
             raise ModelLoadError(
                 "The vllm backend needs an NVIDIA or AMD GPU, and vLLM sees none here "
-                f"(platform: {getattr(platform, 'device_name', None) or 'none'}); use --backend paligemma on this "
+                f"(platform: {getattr(platform, 'device_name', None) or 'none'}); use --backend transformers on this "
                 "machine."
             )
         if isinstance(generation, dict):
