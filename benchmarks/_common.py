@@ -35,11 +35,13 @@ IMAGE_OPTIONS = {  # the page budget the small model's processor was saved with,
 """Families whose document default (Qwen-VL: 1280 tokens a page) would make ours compute more than the snippet."""
 
 
-def build_small_model(folder: str | Path, family: str = "paligemma") -> Path:
-    """The small random model of ``family``, built offline (seeded: the same weights every run)."""
+def build_small_model(folder: str | Path, family: str = "paligemma", **overrides: int) -> Path:
+    """The small random model of ``family``, built offline (seeded: the same weights every run); ``overrides``
+    change its sizes (``image_size=448``)."""
     from invoice_vlm.testing import build_tiny_model
 
-    sizes = {key: value for key, value in {**SMALL, **FAMILY_SIZES[family]}.items() if value is not None}
+    merged = {**SMALL, **FAMILY_SIZES[family], **overrides}
+    sizes = {key: value for key, value in merged.items() if value is not None}
     return build_tiny_model(family, Path(folder) / "model", schemas=["pallet_label"], **sizes)
 
 

@@ -1,7 +1,7 @@
 """Fine-tuning speed of `invoice_vlm.finetune` against a plain TRL script, measured side by side in one run.
 
     python benchmarks/bench_finetune.py [--family paligemma|idefics3|gemma3|qwen_vl|florence2] [--docs 16] [--epochs 2]
-                                        [--batch-size 4] [--rounds 2] [--vocab 257216]
+                                        [--batch-size 4] [--rounds 2] [--vocab 257216] [--image-size 448]
 
 Both sides train the same small random model of the family (built offline: 224 px, 4 vision and 4 text layers,
 width 256) on the same generated pallet labels with the same settings: LoRA r=8 on the language model's attention
@@ -21,6 +21,10 @@ too), as a plain forward computes it; the default runs it only where the loss is
 samples/s of full logits). ``--vocab 257216`` gives the
 model PaliGemma's real output vocabulary (the embeddings resized; the tokenizer stays small), where that layer is a
 large share of the compute. Peak memory is the resident memory above the start of each run (CUDA's own peak on a GPU).
+Logits MB is the largest output the output layer wrote in one forward pass (what the loss then reads; TRL's fused
+head writes its logits tile by tile, outside that layer, so it shows none). ``--image-size 448`` (PaliGemma only)
+gives the pages PaliGemma-3B-448's 1,024 image tokens, so the share of positions that carry the loss is a real
+sample's.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import IMAGE_OPTIONS, PeakMemory, build_small_model
+from _common import IMAGE_OPTIONS, SMALL, PeakMemory, build_small_model
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -161,7 +165,17 @@ def main() -> None:
         default=None,
         help="resize the output vocabulary to this size (default: the tiny one)",
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=SMALL["image_size"],
+        help=f"PaliGemma's page size in pixels, 14-px patches (default: {SMALL['image_size']}; 448: 1,024 image tokens)",
+    )
     args = parser.parse_args()
+    if args.image_size != SMALL["image_size"] and args.family != "paligemma":
+        parser.error(
+            "--image-size sets PaliGemma's page size; the other families have their own page budgets"
+        )
 
     import torch
 
@@ -170,7 +184,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model_dir = build_small_model(root, args.family)
+        sizes = {"image_size": args.image_size} if args.family == "paligemma" else {}
+        model_dir = build_small_model(root, args.family, **sizes)
         data_dir = root / "data"
         write_dataset("pallet_label", args.docs, data_dir, split=(1.0, 0.0, 0.0), seed=args.seed)
         data = load(data_dir, schema="pallet_label")
@@ -182,7 +197,9 @@ def main() -> None:
         if args.vocab:
             model_dir = resized(model_dir, args.vocab)
         size = args.vocab or "the tiny tokenizer's"
-        print(f"output vocabulary: {size}")
+        pixels = f"; pages of {args.image_size} px" if args.family == "paligemma" else ""
+        print(f"output vocabulary: {size}{pixels}")
+        vocab = int(_output_layer(model_dir).out_features)
 
         def full_logits(model: Path, source: Any, a: argparse.Namespace, out: Path) -> float:
             return ours(model, source, a, out, answer_only=False)
@@ -194,22 +211,60 @@ def main() -> None:
         ]
         runs: dict[str, list[float]] = {side: [] for side, _, _ in sides}
         peaks: dict[str, list[float]] = {side: [] for side, _, _ in sides}
+        logits: dict[str, float] = {side: 0.0 for side, _, _ in sides}
         for r in range(args.rounds):  # alternating: neither side always runs first
             for side, train, source in sides if r % 2 == 0 else sides[::-1]:
-                with PeakMemory() as peak:
+                with PeakMemory() as peak, LogitsSize(vocab) as size:
                     runs[side].append(
                         train(model_dir, source, args, root / f"{side.split()[0]}{len(runs[side])}{r}")
                     )
                 peaks[side].append(peak.peak_mb)
+                logits[side] = max(logits[side], size.largest_mb)
         base = statistics.median(runs["plain TRL script"])
         full = statistics.median(runs["ours, full logits"])
-        print(f"{'side':<24}{'samples/s':>11}{'vs plain':>10}{'vs full logits':>16}{'peak MB':>10}")
+        print(
+            f"{'side':<24}{'samples/s':>11}{'vs plain':>10}{'vs full logits':>16}{'peak MB':>10}{'logits MB':>11}"
+        )
         for side, values in runs.items():
             value = statistics.median(values)
+            shown = f"{logits[side]:.0f}" if logits[side] else "-"
             print(
                 f"{side:<24}{value:>11.3f}{value / base:>10.3f}{value / full:>16.3f}"
-                f"{statistics.median(peaks[side]):>10.0f}"
+                f"{statistics.median(peaks[side]):>10.0f}{shown:>11}"
             )
+        ours_mb, full_mb = logits["invoice_vlm.finetune"], logits["ours, full logits"]
+        if ours_mb:
+            print(f"logits memory, full over answer-only: {full_mb / ours_mb:.2f}x (goal: at least 3x)")
+
+
+class LogitsSize:
+    """The largest output any ``vocab``-wide linear layer (the output layer) writes in one call, in MB."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+        self.largest_mb = 0.0
+
+    def __enter__(self) -> LogitsSize:
+        import torch
+
+        def record(module: Any, _inputs: Any, output: Any) -> None:
+            if isinstance(module, torch.nn.Linear) and module.out_features == self.vocab:
+                self.largest_mb = max(self.largest_mb, output.numel() * output.element_size() / 2**20)
+
+        self._handle = torch.nn.modules.module.register_module_forward_hook(record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def _output_layer(model_dir: Path) -> Any:
+    """The saved model's output layer (read once, for its width)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    return model.get_output_embeddings()
 
 
 def resized(model_dir: Path, vocab: int) -> Path:
