@@ -229,6 +229,83 @@ def test_jump_forward_keeps_a_random_model_valid_alone_and_in_batches(tiny_model
         assert all(set(r.confidence) >= {"code", "count", "date"} for r in results)
 
 
+def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
+    """Two rows whose prompts differ in length (left padding) feed one and three tokens: each token goes to its row's
+    next free column, the padding to the spare column, and each token sees its own row's real columns up to itself."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    from invoice_vlm.backends._ragged import RaggedLayer, RaggedRows
+
+    cache = DynamicCache()
+    cache.update(torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 3, 4), 0)
+    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    positions = torch.tensor([[0, 0, 1], [0, 1, 2]])
+
+    class Model:
+        class config:  # a stand-in for a model's config
+            _attn_implementation = "sdpa"
+
+    rows = RaggedRows.start(Model(), cache, prompt_mask, positions, budget=5)
+    assert rows is not None and isinstance(cache.layers[0], RaggedLayer)
+    step = rows.step([[7], [8, 9, 10]], pad=0)
+    layer = cache.layers[0]
+    assert step["input_ids"].tolist() == [[0, 0, 7], [8, 9, 10]]
+    assert layer.index.tolist() == [[8, 8, 3], [3, 4, 5]]  # 8 = 3 + 5: the spare column
+    assert step["position_ids"].tolist() == [[1, 1, 2], [3, 4, 5]]
+    visible = step["attention_mask"][:, 0].int().tolist()
+    assert visible[0][2] == [0, 1, 1, 1, 0, 0]  # row 0's token: its prompt (not the padding) and itself
+    assert visible[1] == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+    layer.update(torch.ones(2, 1, 3, 4), torch.ones(2, 1, 3, 4))
+    assert layer.keys.shape[-2] == 6  # as long as the longest row
+    assert layer.keys[0, 0, :, 0].tolist() == [0, 0, 0, 1, 0, 0]  # row 0 wrote column 3 only
+    step = rows.step([[], [11]], pad=0)  # row 0 finished: padding only
+    assert layer.index.tolist() == [[8], [6]]
+    assert step["attention_mask"][1, 0, 0].int().tolist() == [1, 1, 1, 1, 1, 1, 1]
+    assert step["position_ids"].tolist() == [[2], [6]]
+
+    Model.config._attn_implementation = (
+        "flash_attention_2"  # takes no prepared mask: transformers' cache stays
+    )
+    cache = DynamicCache()
+    cache.update(torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 3, 4), 0)
+    assert RaggedRows.start(Model(), cache, prompt_mask, positions, budget=5) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_jump_forward_in_a_batch_writes_rows_at_their_own_ends(tiny_model, attention, monkeypatch):
+    """A batch takes the ragged cache (each row at its own end, SDPA's boolean mask or eager attention's additive
+    one) and writes what the same batch writes with transformers' cache and masked holes, with the same confidence
+    to float rounding."""
+    pytest.importorskip("xgrammar")
+    from invoice_vlm.backends import _ragged
+
+    budget = output_bound(generation_schema(TAG))
+    ex = InvoiceExtractor.from_pretrained(
+        tiny_model, schema=TAG, generation={"max_new_tokens": budget, "jump_forward": True}, evidence=False
+    )
+    ex.backend.model.set_attn_implementation(attention)
+    images = [picture(i) for i in range(5)]
+    started: list[object] = []
+    start = _ragged.RaggedRows.start.__func__
+
+    def counted(cls, *args):
+        started.append(start(cls, *args))
+        return started[-1]
+
+    monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(counted))
+    ragged = ex.extract_batch(images, batch_size=5, progress=False)
+    assert len(started) == 1 and started[0] is not None
+    assert (started[0].additive_dtype is not None) is (attention == "eager")  # type: ignore[attr-defined]
+    monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(lambda cls, *args: None))
+    holes = ex.extract_batch(images, batch_size=5, progress=False)
+    assert all(r.valid for r in ragged), [r.errors for r in ragged if not r.valid][:3]
+    assert [r.raw_text for r in ragged] == [r.raw_text for r in holes]
+    for a, b in zip(ragged, holes, strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+
+
 def test_jump_forward_is_a_boolean_and_on_by_default():
     from invoice_vlm import GenerationSettings
     from invoice_vlm.errors import ConfigError

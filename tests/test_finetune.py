@@ -551,7 +551,7 @@ def test_answer_only_logits_give_the_loss_and_gradients_of_every_positions_logit
 
 @pytest.mark.slow
 @pytest.mark.training
-def test_jump_forward_writes_the_same_text_from_fewer_forward_passes(four_documents, tmp_path):
+def test_jump_forward_writes_the_same_text_from_fewer_forward_passes(four_documents, tmp_path, monkeypatch):
     """Under constraints the keys, quotes and commas between values are forced: appended in one pass over the cache,
     a memorised model writes byte for byte what it writes token by token, alone and in mixed batches. The tokenizer
     here is trained on invoices, so pallet-label keys take several tokens each, as in a real vocabulary."""
@@ -601,6 +601,12 @@ def test_jump_forward_writes_the_same_text_from_fewer_forward_passes(four_docume
     _, stepped_together = run(False, 4)
     assert together == targets
     assert together_passes < 0.8 * stepped_together, (together_passes, stepped_together)
+    # The batch wrote each row at its own end of the cache; with transformers' cache and masked holes (what
+    # families with a sliding window get) the text is the same, from as many passes.
+    from invoice_vlm.backends import _ragged
+
+    monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(lambda cls, *args: None))
+    assert run(True, 4) == (targets, together_passes)
     saved = InvoiceExtractor.from_pretrained(result.output_dir, generation={"jump_forward": True})
     saved.save_pretrained(tmp_path / "saved")
     assert InvoiceExtractor.from_pretrained(tmp_path / "saved").generation.jump_forward is True

@@ -321,12 +321,15 @@ def jump_forward_decode(
 
     One forward pass per step, as ``generate`` makes, but a row whose grammar forces what comes next feeds those
     tokens together with the token it chose, so a key and its quotes cost one pass instead of one per token. Rows
-    feed different numbers of tokens: within a step the shorter ones are padded on the left and the padding masked
-    (holes in the attention mask), so every row's last token is the step's last position and the output layer runs
-    on that one position only; each row's positions count its own tokens only, so every row reads what it would
-    read alone and no row waits for another. Returns per row the tokens written (the model's and the forced
-    ones, ending with the stop token when one was chosen) and each token's probability: the chosen token's after the
-    grammar's mask, 1.0 for a forced one (the model chose none).
+    feed different numbers of tokens: within a step the shorter ones are padded on the left, so every row's last
+    token is the step's last position and the output layer runs on that one position only; each row's positions
+    count its own tokens only, so every row reads what it would read alone and no row waits for another. In a batch,
+    where the model's cache allows (`RaggedRows`: full-attention layers, SDPA or eager attention), each row writes
+    its tokens at its own end of the cache and the padding goes nowhere it is seen; elsewhere the padding is masked
+    (holes in the attention mask) in transformers' own cache, which then grows by the widest chunk each step.
+    Returns per row the tokens written (the model's and the forced ones, ending with the stop token when one was
+    chosen) and each token's probability: the chosen token's after the grammar's mask, 1.0 for a forced one (the
+    model chose none).
     """
     import inspect
 
@@ -360,8 +363,18 @@ def jump_forward_decode(
     step_inputs = model.prepare_inputs_for_generation(
         sequence, is_first_iteration=True, **kwargs, **({"logits_to_keep": 1} if keep else {})
     )
+    cache_key = "cache" if "cache" in accepted else "past_key_values"
+    ragged: Any = None  # decided after the prompt's pass: rows written at their own ends, or holes
     while True:
         out = model(**step_inputs, return_dict=True)
+        if ragged is None:
+            ragged = False
+            if batch > 1:
+                from invoice_vlm.backends._ragged import RaggedRows
+
+                prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
+                positions = step_inputs.get("position_ids")
+                ragged = RaggedRows.start(model, out.get(cache_key), prompt_mask, positions, budget) or False
         # Every row's last real token is the step's last position (rows are padded on the left, the prompt too).
         logits = out.logits[:, -1].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
@@ -389,6 +402,14 @@ def jump_forward_decode(
             chunks.append([token, *forced])
         if all(done):
             return written, probs
+        if ragged:
+            step_inputs = {
+                **ragged.step(chunks, pad),
+                cache_key: out.get(cache_key),
+                "use_cache": True,
+                **({"logits_to_keep": 1} if keep else {}),
+            }
+            continue
         width = max(len(chunk) for chunk in chunks)
         step_ids = torch.tensor(
             [[pad] * (width - len(chunk)) + chunk for chunk in chunks], dtype=torch.long, device=device
