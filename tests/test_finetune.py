@@ -464,7 +464,9 @@ def test_a_user_schema_with_a_list_of_strings_trains_extracts_and_scores(
         rows.append({"image": f"{i}.png", "prefix": spec.prompt, "suffix": spec.dumps(data)})
     (folder / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    memorised = stop_when_memorised(max_loss=0.02)
+    # 0.005, not 0.02: with seed 7 on a 2-core AMD EPYC the run met 0.02 at token accuracy 1.0 and still wrote
+    # "L2" for "L2292" (the margin of one token flipped between the padded training batch and a page alone).
+    memorised = stop_when_memorised(max_loss=0.005)
     result = finetune(
         FinetuneConfig(
             base_model=str(tiny_model),
