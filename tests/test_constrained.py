@@ -236,6 +236,7 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
     from transformers.cache_utils import DynamicCache
 
     from invoice_vlm.backends._ragged import RaggedLayer, RaggedRows
+    from invoice_vlm.backends.vlm import left_padded
 
     cache = DynamicCache()
     cache.update(torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 3, 4), 0)
@@ -248,9 +249,9 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
 
     rows = RaggedRows.start(Model(), cache, prompt_mask, positions, budget=5)
     assert rows is not None and isinstance(cache.layers[0], RaggedLayer)
-    step = rows.step([[7], [8, 9, 10]], pad=0)
+    step = rows.step([[7], [8, 9, 10]])
     layer = cache.layers[0]
-    assert step["input_ids"].tolist() == [[0, 0, 7], [8, 9, 10]]
+    assert left_padded([[7], [8, 9, 10]], pad=0).tolist() == [[0, 0, 7], [8, 9, 10]]  # the step's input_ids
     assert layer.index.tolist() == [[8, 8, 3], [3, 4, 5]]  # 8 = 3 + 5: the spare column
     assert step["position_ids"].tolist() == [[1, 1, 2], [3, 4, 5]]
     visible = step["attention_mask"][:, 0].int().tolist()
@@ -259,14 +260,13 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
     layer.update(torch.ones(2, 1, 3, 4), torch.ones(2, 1, 3, 4))
     assert layer.keys.shape[-2] == 6  # as long as the longest row
     assert layer.keys[0, 0, :, 0].tolist() == [0, 0, 0, 1, 0, 0]  # row 0 wrote column 3 only
-    step = rows.step([[], [11]], pad=0)  # row 0 finished: padding only
+    step = rows.step([[], [11]])  # row 0 finished: padding only
     assert layer.index.tolist() == [[8], [6]]
     assert step["attention_mask"][1, 0, 0].int().tolist() == [1, 1, 1, 1, 1, 1, 1]
     assert step["position_ids"].tolist() == [[2], [6]]
 
-    Model.config._attn_implementation = (
-        "flash_attention_2"  # takes no prepared mask: transformers' cache stays
-    )
+    # FlashAttention takes no prepared mask: transformers' cache stays.
+    Model.config._attn_implementation = "flash_attention_2"
     cache = DynamicCache()
     cache.update(torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 3, 4), 0)
     assert RaggedRows.start(Model(), cache, prompt_mask, positions, budget=5) is None

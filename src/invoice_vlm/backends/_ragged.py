@@ -101,8 +101,8 @@ class RaggedRows:
         dtype = layers[0].keys.dtype if attention == "eager" else None
         return cls(layers, prompt_mask, positions[..., -1:], capacity, dtype)
 
-    def step(self, chunks: Sequence[Sequence[int]], pad: int) -> dict[str, torch.Tensor]:
-        """The next forward pass's ``input_ids``, 4D ``attention_mask`` and ``position_ids`` for these chunks.
+    def step(self, chunks: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """The next forward pass's 4D ``attention_mask`` and ``position_ids`` for these chunks, left-padded.
 
         ``chunks`` holds each row's tokens for this step (empty for a finished row); the cache's layers are told
         where each token goes.
@@ -120,8 +120,7 @@ class RaggedRows:
         length = max(self.ends)
         if length >= self.capacity:
             raise RuntimeError(f"jump-forward wrote past its cache ({length} of {self.capacity} columns)")
-        self.seen.scatter_(1, index, real)
-        self.seen[:, self.spare] = False
+        self.seen.scatter_(1, index, real)  # the padding writes False to the spare column
         # A token sees its row's columns up to its own; padding sees the row's earlier tokens (its output is unused).
         limit = torch.where(real, index, starts[:, None] - 1)
         visible = self.seen[:, None, :length] & (self.columns[None, None, :length] <= limit[:, :, None])
@@ -135,5 +134,4 @@ class RaggedRows:
         for layer in self.layers:
             layer.index = index
             layer.length = length
-        ids = torch.tensor([[pad] * (width - len(chunk)) + list(chunk) for chunk in chunks], device=device)
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        return {"attention_mask": mask, "position_ids": positions}

@@ -308,6 +308,16 @@ def _accept_forced(matcher: Any, tokenizer: Any, texts: TokenTexts, limit: int) 
     return accepted
 
 
+def left_padded(chunks: Sequence[Sequence[int]], pad: int, device: Any = None) -> Any:
+    """One step's tokens, one row per chunk, shorter chunks padded on the left: every row ends at the last position."""
+    import torch
+
+    width = max(len(chunk) for chunk in chunks)
+    return torch.tensor(
+        [[pad] * (width - len(chunk)) + list(chunk) for chunk in chunks], dtype=torch.long, device=device
+    )
+
+
 def jump_forward_decode(
     model: Any,
     inputs: Mapping[str, Any],
@@ -368,13 +378,13 @@ def jump_forward_decode(
     while True:
         out = model(**step_inputs, return_dict=True)
         if ragged is None:
-            ragged = False
+            ragged, cache = False, out.get(cache_key)
             if batch > 1:
                 from invoice_vlm.backends._ragged import RaggedRows
 
                 prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
                 positions = step_inputs.get("position_ids")
-                ragged = RaggedRows.start(model, out.get(cache_key), prompt_mask, positions, budget) or False
+                ragged = RaggedRows.start(model, cache, prompt_mask, positions, budget) or False
         # Every row's last real token is the step's last position (rows are padded on the left, the prompt too).
         logits = out.logits[:, -1].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
@@ -402,18 +412,17 @@ def jump_forward_decode(
             chunks.append([token, *forced])
         if all(done):
             return written, probs
-        if ragged:
+        step_ids = left_padded(chunks, pad, device)
+        if ragged:  # the cache object stays the same: its layers were taken over once
             step_inputs = {
-                **ragged.step(chunks, pad),
-                cache_key: out.get(cache_key),
+                "input_ids": step_ids,
+                **ragged.step(chunks),
+                cache_key: cache,
                 "use_cache": True,
                 **({"logits_to_keep": 1} if keep else {}),
             }
             continue
-        width = max(len(chunk) for chunk in chunks)
-        step_ids = torch.tensor(
-            [[pad] * (width - len(chunk)) + chunk for chunk in chunks], dtype=torch.long, device=device
-        )
+        width = int(step_ids.shape[1])
         real = torch.tensor(
             [[0] * (width - len(chunk)) + [1] * len(chunk) for chunk in chunks],
             dtype=torch.long,
