@@ -264,6 +264,10 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
     assert layer.index.tolist() == [[8], [6]]
     assert step["attention_mask"][1, 0, 0].int().tolist() == [1, 1, 1, 1, 1, 1, 1]
     assert step["position_ids"].tolist() == [[2], [6]]
+    step = rows.step([[12], [13]])  # one token a row: each sees its own row's columns, not the longer row's
+    assert layer.index.tolist() == [[4], [7]]
+    assert step["attention_mask"][:, 0, 0].int().tolist() == [[0, 1, 1, 1, 1, 0, 0, 0], [1] * 8]
+    assert step["position_ids"].tolist() == [[3], [7]]
 
     # FlashAttention takes no prepared mask: transformers' cache stays.
     Model.config._attn_implementation = "flash_attention_2"
@@ -274,10 +278,10 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_jump_forward_in_a_batch_writes_rows_at_their_own_ends(tiny_model, attention, monkeypatch):
-    """A batch takes the ragged cache (each row at its own end, SDPA's boolean mask or eager attention's additive
-    one) and writes what the same batch writes with transformers' cache and masked holes, with the same confidence
-    to float rounding."""
+def test_jump_forward_writes_rows_at_their_own_ends(tiny_model, attention, monkeypatch):
+    """A batch, and a page alone, take the ragged cache (each row at its own end, SDPA's boolean mask or eager
+    attention's additive one) and write what they write with transformers' cache (masked holes in a batch), with the
+    same confidence to float rounding."""
     pytest.importorskip("xgrammar")
     from invoice_vlm.backends import _ragged
 
@@ -287,23 +291,24 @@ def test_jump_forward_in_a_batch_writes_rows_at_their_own_ends(tiny_model, atten
     )
     ex.backend.model.set_attn_implementation(attention)
     images = [picture(i) for i in range(5)]
-    started: list[object] = []
     start = _ragged.RaggedRows.start.__func__
+    for batch in (5, 1):
+        started: list[object] = []
 
-    def counted(cls, *args):
-        started.append(start(cls, *args))
-        return started[-1]
+        def counted(cls, *args, started=started):
+            started.append(start(cls, *args))
+            return started[-1]
 
-    monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(counted))
-    ragged = ex.extract_batch(images, batch_size=5, progress=False)
-    assert len(started) == 1 and started[0] is not None
-    assert (started[0].additive_dtype is not None) is (attention == "eager")  # type: ignore[attr-defined]
-    monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(lambda cls, *args: None))
-    holes = ex.extract_batch(images, batch_size=5, progress=False)
-    assert all(r.valid for r in ragged), [r.errors for r in ragged if not r.valid][:3]
-    assert [r.raw_text for r in ragged] == [r.raw_text for r in holes]
-    for a, b in zip(ragged, holes, strict=True):
-        assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+        monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(counted))
+        ragged = ex.extract_batch(images, batch_size=batch, progress=False)
+        assert len(started) == 5 // batch and all(rows is not None for rows in started)
+        assert all((rows.additive_dtype is not None) is (attention == "eager") for rows in started)  # type: ignore[attr-defined]
+        monkeypatch.setattr(_ragged.RaggedRows, "start", classmethod(lambda cls, *args: None))
+        kept = ex.extract_batch(images, batch_size=batch, progress=False)
+        assert all(r.valid for r in ragged), [r.errors for r in ragged if not r.valid][:3]
+        assert [r.raw_text for r in ragged] == [r.raw_text for r in kept]
+        for a, b in zip(ragged, kept, strict=True):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
 
 
 def test_jump_forward_is_a_boolean_and_on_by_default():

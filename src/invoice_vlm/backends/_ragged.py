@@ -105,32 +105,44 @@ class RaggedRows:
         """The next forward pass's 4D ``attention_mask`` and ``position_ids`` for these chunks, left-padded.
 
         ``chunks`` holds each row's tokens for this step (empty for a finished row); the cache's layers are told
-        where each token goes.
+        where each token goes. The columns and positions are counted in Python (a few rows, a few tokens) and sent
+        as one tensor each: a step's bookkeeping stays a handful of tensor operations, not one per row and token.
         """
         device = self.seen.device
-        width = max(len(chunk) for chunk in chunks)
-        counts = torch.tensor([len(chunk) for chunk in chunks], device=device)
-        starts = torch.tensor(self.ends, device=device)
-        # A token's place in its row's chunk: negative for the padding before a shorter chunk.
-        offsets = torch.arange(width, device=device)[None, :] - (width - counts)[:, None]
-        real = offsets >= 0
-        index = torch.where(real, starts[:, None] + offsets, self.spare)
-        for row, chunk in enumerate(chunks):
-            self.ends[row] += len(chunk)
+        counts = [len(chunk) for chunk in chunks]
+        width = max(counts)
+        columns: list[list[int]] = []  # each token's column; the spare one for padding
+        steps: list[list[int]] = []  # each token's position after its row's last; 0 for padding
+        for row, count in enumerate(counts):
+            end = self.ends[row]
+            columns.append([self.spare] * (width - count) + list(range(end, end + count)))
+            steps.append([0] * (width - count) + list(range(1, count + 1)))
+            self.ends[row] = end + count
         length = max(self.ends)
         if length >= self.capacity:
             raise RuntimeError(f"jump-forward wrote past its cache ({length} of {self.capacity} columns)")
+        index = torch.tensor(columns, device=device)
+        real = index != self.spare
         self.seen.scatter_(1, index, real)  # the padding writes False to the spare column
-        # A token sees its row's columns up to its own; padding sees the row's earlier tokens (its output is unused).
-        limit = torch.where(real, index, starts[:, None] - 1)
-        visible = self.seen[:, None, :length] & (self.columns[None, None, :length] <= limit[:, :, None])
-        mask: torch.Tensor = visible[:, None]
+        if width == 1:
+            # One token a row: it sees every column its row has written, itself included, and nothing else does.
+            visible = self.seen[:, None, None, :length]
+        else:
+            # A token sees its row's columns up to its own; padding sees the row's earlier tokens (its output is
+            # unused).
+            limit = torch.tensor(
+                [[end - count - 1] * (width - count) + cols[width - count :] for end, count, cols in
+                 zip(self.ends, counts, columns, strict=True)],
+                device=device,
+            )  # fmt: skip
+            visible = (self.seen[:, None, :length] & (self.columns[:length] <= limit[:, :, None]))[:, None]
+        mask = visible
         if self.additive_dtype is not None:
             mask = torch.zeros(mask.shape, dtype=self.additive_dtype, device=device).masked_fill_(
                 ~mask, torch.finfo(self.additive_dtype).min
             )
-        positions = self.last + (offsets + 1).clamp(min=0).to(self.last.dtype)
-        self.last = self.last + counts[:, None].to(self.last.dtype)
+        positions = self.last + torch.tensor(steps, dtype=self.last.dtype, device=device)
+        self.last = positions[..., -1:]  # a row that fed nothing keeps its last position
         for layer in self.layers:
             layer.index = index
             layer.length = length

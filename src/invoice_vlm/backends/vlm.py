@@ -333,10 +333,11 @@ def jump_forward_decode(
     tokens together with the token it chose, so a key and its quotes cost one pass instead of one per token. Rows
     feed different numbers of tokens: within a step the shorter ones are padded on the left, so every row's last
     token is the step's last position and the output layer runs on that one position only; each row's positions
-    count its own tokens only, so every row reads what it would read alone and no row waits for another. In a batch,
-    where the model's cache allows (`RaggedRows`: full-attention layers, SDPA or eager attention), each row writes
-    its tokens at its own end of the cache and the padding goes nowhere it is seen; elsewhere the padding is masked
-    (holes in the attention mask) in transformers' own cache, which then grows by the widest chunk each step.
+    count its own tokens only, so every row reads what it would read alone and no row waits for another. Where the
+    model's cache allows (`RaggedRows`: full-attention layers, SDPA or eager attention), alone or in a batch, each
+    row writes its tokens at its own end of the cache and the padding goes nowhere it is seen: nothing is copied and
+    each step's inputs are built directly, without ``generate``'s per-step preparation. Elsewhere the padding is
+    masked (holes in the attention mask) in transformers' own cache, which then grows by the widest chunk each step.
     Returns per row the tokens written (the model's and the forced ones, ending with the stop token when one was
     chosen) and each token's probability: the chosen token's after the grammar's mask, 1.0 for a forced one (the
     model chose none).
@@ -378,13 +379,12 @@ def jump_forward_decode(
     while True:
         out = model(**step_inputs, return_dict=True)
         if ragged is None:
-            ragged, cache = False, out.get(cache_key)
-            if batch > 1:
-                from invoice_vlm.backends._ragged import RaggedRows
+            from invoice_vlm.backends._ragged import RaggedRows
 
-                prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
-                positions = step_inputs.get("position_ids")
-                ragged = RaggedRows.start(model, cache, prompt_mask, positions, budget) or False
+            cache = out.get(cache_key)
+            prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
+            positions = step_inputs.get("position_ids")
+            ragged = RaggedRows.start(model, cache, prompt_mask, positions, budget) or False
         # Every row's last real token is the step's last position (rows are padded on the left, the prompt too).
         logits = out.logits[:, -1].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
