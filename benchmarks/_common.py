@@ -1,7 +1,10 @@
-"""What the benchmarks share: the small random models they measure, their pages, and a peak-memory probe."""
+"""What the benchmarks share: the small random models they measure, their pages, a peak-memory probe, and the
+memorised-documents measurement of jump-forward decoding."""
 
 from __future__ import annotations
 
+import json
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -95,3 +98,108 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_mb = max(self._top, self._rss_mb()) - self._base
+
+
+def memorisable(folder: Path, n: int, schema: str = "pallet_label") -> Path:
+    """``n`` generated documents of ``schema`` as a training folder, each with a coloured band a small model tells
+    apart."""
+    from invoice_vlm import get_schema
+    from invoice_vlm.data.synth import generate
+
+    spec = get_schema(schema)
+    train = folder / "train"
+    train.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        doc = generate(spec, 1000 + i)
+        image = doc.image.copy()
+        band = ((i * 73) % 256, (i * 151) % 256, (i * 199) % 256)
+        ImageDraw.Draw(image).rectangle([0, 0, image.width, image.height // 3], fill=band)
+        image.save(train / f"{i}.png")
+        rows.append({"image": f"{i}.png", "prefix": spec.prompt, "suffix": spec.dumps(doc.data)})
+    (train / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def memorise(
+    base: Path, data: Path, schema: str, out: Path, docs: int, learning_rate: float = 5e-3
+) -> int | None:
+    """Fine-tune ``base`` (LoRA) on the ``docs`` documents in ``data`` until it memorises them (at most 1,000
+    epochs); the step it stopped at, or ``None`` when it did not memorise them."""
+    from invoice_vlm.finetune import FinetuneConfig, finetune
+    from invoice_vlm.testing import stop_when_memorised
+
+    stop = stop_when_memorised(max_loss=0.02)
+    finetune(
+        FinetuneConfig(
+            base_model=str(base), data=str(data), schema=schema, output_dir=str(out), num_train_epochs=1000,
+            learning_rate=learning_rate, per_device_train_batch_size=docs, logging_steps=1, lora_dropout=0.0,
+            report_to="none",
+        ),
+        callbacks=[stop],
+    )  # fmt: skip
+    return stop.memorised_at
+
+
+JUMP_MODES = {
+    "unconstrained": {"constrained": False},
+    "constrained": {"constrained": True, "generation": {"jump_forward": False}},
+    "jump-forward": {"constrained": True, "generation": {"jump_forward": True}},
+}
+
+
+def jump_forward_rounds(
+    model: Path, data: Path, schema: str, batch_sizes: list[int], rounds: int
+) -> list[dict]:
+    """Read the memorised documents in ``data`` with ``model`` three ways (`JUMP_MODES`) at each batch size.
+
+    Each mode must write the memorised documents (else `SystemExit`, no ratio). Per batch size: seconds per document
+    (the median of ``rounds`` rounds; odd rounds run the modes in reverse, so whichever follows another mode's work
+    pays for the switch), forward passes per document, and unconstrained over jump-forward seconds per round and
+    their median.
+    """
+    from invoice_vlm import InvoiceExtractor
+    from invoice_vlm.data import load
+
+    rows = load(data, schema=schema)["train"]
+    images, targets = list(rows["image"]), list(rows["target"])
+    readers = {
+        name: InvoiceExtractor.from_pretrained(model, evidence=False, **options)  # type: ignore[arg-type]
+        for name, options in JUMP_MODES.items()
+    }
+    passes = {name: [0] for name in readers}
+    for name, reader in readers.items():
+        head = reader.backend.model.get_output_embeddings()
+        head.register_forward_hook(lambda *_, count=passes[name]: count.__setitem__(0, count[0] + 1))
+    table = []
+    for batch in batch_sizes:
+        seconds: dict[str, list[float]] = {name: [] for name in readers}
+        for name in readers:  # warm up, and check the outputs
+            got = [r.raw_text for r in readers[name].extract_batch(images, batch_size=batch, progress=False)]
+            if got != targets:
+                raise SystemExit(
+                    f"{name} at batch {batch} did not write the memorised documents; no ratio printed"
+                )
+            passes[name][0] = 0
+        for round_ in range(rounds):
+            for name in list(readers) if round_ % 2 == 0 else list(reversed(readers)):
+                start = time.perf_counter()
+                readers[name].extract_batch(images, batch_size=batch, progress=False)
+                seconds[name].append((time.perf_counter() - start) / len(images))
+        ratios = [
+            free / jump for free, jump in zip(seconds["unconstrained"], seconds["jump-forward"], strict=True)
+        ]
+        table.append(
+            {
+                "batch": batch,
+                "seconds_per_doc": {
+                    name: round(statistics.median(values), 4) for name, values in seconds.items()
+                },
+                "passes_per_doc": {
+                    name: round(passes[name][0] / (rounds * len(images)), 1) for name in readers
+                },
+                "round_ratios": [round(r, 3) for r in ratios],
+                "ratio": round(statistics.median(ratios), 3),
+            }
+        )
+    return table

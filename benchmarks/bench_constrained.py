@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import build_small_model, pages
+from _common import JUMP_MODES, build_small_model, jump_forward_rounds, memorisable, memorise, pages
 from PIL import Image
 
 from invoice_vlm import GenerationSettings, InvoiceExtractor
@@ -95,110 +95,37 @@ def main() -> None:
             print(f"{batch:>5}{a:>22.4f}{b:>20.4f}{b / a:>8.3f}")
 
 
-def labels(folder: Path, n: int, schema: str = "pallet_label") -> Path:
-    """``n`` generated documents of ``schema``, each with a coloured band a 64-pixel model tells apart."""
-    import json
-
-    from PIL import ImageDraw
-
-    from invoice_vlm import get_schema
-    from invoice_vlm.data.synth import generate
-
-    spec = get_schema(schema)
-    train = folder / "train"
-    train.mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        doc = generate(spec, 1000 + i)
-        image = doc.image.copy()
-        band = ((i * 73) % 256, (i * 151) % 256, (i * 199) % 256)
-        ImageDraw.Draw(image).rectangle([0, 0, image.width, image.height // 3], fill=band)
-        image.save(train / f"{i}.png")
-        rows.append({"image": f"{i}.png", "prefix": spec.prompt, "suffix": spec.dumps(doc.data)})
-    (train / "annotations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
-
-
 def memorised(args: argparse.Namespace) -> None:
     import torch
 
-    from invoice_vlm.data import load
-    from invoice_vlm.finetune import FinetuneConfig, finetune
-    from invoice_vlm.testing import build_tiny_paligemma, stop_when_memorised
+    from invoice_vlm.testing import build_tiny_paligemma
 
     with tempfile.TemporaryDirectory() as tmp:
         # The tokenizer learns the other schema's documents, so the memorised one's keys take several tokens each,
         # as they do in a real model's vocabulary (trained on its own documents, a key would be one token).
         other = "pallet_label" if args.schema == "invoice" else "invoice"
         base = build_tiny_paligemma(Path(tmp) / "base", schemas=[other])
-        data = labels(Path(tmp) / "data", args.docs, args.schema)
-        stop = stop_when_memorised(max_loss=0.02)
-        result = finetune(
-            FinetuneConfig(
-                base_model=str(base), data=str(data), schema=args.schema, output_dir=str(Path(tmp) / "out"),
-                num_train_epochs=1000, learning_rate=5e-3, per_device_train_batch_size=args.docs, logging_steps=1,
-                lora_dropout=0.0, report_to="none",
-            ),
-            callbacks=[stop],
-        )  # fmt: skip
-        if stop.memorised_at is None:
+        data = memorisable(Path(tmp) / "data", args.docs, args.schema)
+        out = Path(tmp) / "out"
+        if memorise(base, data, args.schema, out, args.docs) is None:
             raise SystemExit("the model did not memorise the labels; no ratio printed")
-        rows = load(data, schema=args.schema)["train"]
-        images, targets = list(rows["image"]), list(rows["target"])
-        modes = {
-            "unconstrained": {"constrained": False},
-            "constrained": {"constrained": True, "generation": {"jump_forward": False}},
-            "jump-forward": {"constrained": True, "generation": {"jump_forward": True}},
-        }
-        readers = {
-            name: InvoiceExtractor.from_pretrained(result.output_dir, evidence=False, **options)  # type: ignore[arg-type]
-            for name, options in modes.items()
-        }
-        passes = {name: [0] for name in readers}
-        for name, reader in readers.items():
-            head = reader.backend.model.get_output_embeddings()
-            head.register_forward_hook(lambda *_, count=passes[name]: count.__setitem__(0, count[0] + 1))
+        table = jump_forward_rounds(out, data, args.schema, args.batch_sizes, args.rounds)
         print(
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.docs} memorised {args.schema}s"
         )
         print(
             f"{'batch':>5}"
-            + "".join(f"{name + ' s/doc':>22}" for name in modes)
+            + "".join(f"{name + ' s/doc':>22}" for name in JUMP_MODES)
             + f"{'passes/doc':>16}{'ratio':>8}"
         )
-        for batch in args.batch_sizes:
-            seconds: dict[str, list[float]] = {name: [] for name in modes}
-            for name in modes:  # warm up, and check the outputs
-                got = [
-                    r.raw_text for r in readers[name].extract_batch(images, batch_size=batch, progress=False)
-                ]
-                if got != targets:
-                    raise SystemExit(
-                        f"{name} at batch {batch} did not write the memorised documents; no ratio printed"
-                    )
-                passes[name][0] = 0
-            for round_ in range(args.rounds):
-                # Odd rounds run the modes in reverse: whichever follows another mode's work pays for the switch.
-                for name in list(modes) if round_ % 2 == 0 else list(reversed(modes)):
-                    start = time.perf_counter()
-                    readers[name].extract_batch(images, batch_size=batch, progress=False)
-                    seconds[name].append((time.perf_counter() - start) / len(images))
-            median = {name: statistics.median(values) for name, values in seconds.items()}
-            per_doc = {name: passes[name][0] / (args.rounds * len(images)) for name in modes}
-            shown = (
-                f"{per_doc['unconstrained']:.0f}/{per_doc['constrained']:.0f}/{per_doc['jump-forward']:.0f}"
-            )
-            ratios = [
-                free / jump
-                for free, jump in zip(seconds["unconstrained"], seconds["jump-forward"], strict=True)
-            ]
-            ratio = statistics.median(ratios)
+        for row in table:
+            passes = "/".join(f"{row['passes_per_doc'][name]:.0f}" for name in JUMP_MODES)
             print(
-                f"{batch:>5}"
-                + "".join(f"{median[name]:>22.4f}" for name in modes)
-                + f"{shown:>16}{ratio:>8.3f}"
+                f"{row['batch']:>5}"
+                + "".join(f"{row['seconds_per_doc'][name]:>22.4f}" for name in JUMP_MODES)
+                + f"{passes:>16}{row['ratio']:>8.3f}"
             )
-            print(f"      per-round ratios: {', '.join(f'{r:.3f}' for r in ratios)}")
+            print(f"      per-round ratios: {', '.join(f'{r:.3f}' for r in row['round_ratios'])}")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,29 @@ def test_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
     )
     assert [row["batch"] for row in report["extract"]] == [1, 2]
     assert all(row["images_per_s"] > 0 for row in report["extract"])
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_measures_jump_forward_on_memorised_labels_reduced_on_the_cpu(tmp_path):
+    """``--jump-forward`` memorises generated labels, checks that the three modes write them, and reports seconds,
+    forward passes (fewer with jump-forward) and the per-round ratios per batch size."""
+    pytest.importorskip("trl")
+    pytest.importorskip("xgrammar")
+    argv = ["--reduced", "--jump-forward", "--docs", "2", "--rounds", "1", "--batch-sizes", "1", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout[run.stdout.index("{\n") :])["jump_forward"]
+    assert report["memorised_at_step"] is not None, report
+    assert [row["batch"] for row in report["batches"]] == [1, 2]
+    for row in report["batches"]:
+        passes = row["passes_per_doc"]
+        assert passes["jump-forward"] < passes["constrained"] == passes["unconstrained"], row
+        assert len(row["round_ratios"]) == 1 and row["ratio"] > 0
