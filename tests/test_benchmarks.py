@@ -20,6 +20,22 @@ def test_every_benchmark_explains_itself(script):
     assert run.returncode == 0 and "usage:" in run.stdout and len(run.stdout) > 300, run.stderr[-2000:]
 
 
+def gpu_benchmark_report(argv: list[str], cwd: Path) -> dict:
+    """``bench_gpu.py`` run on the CPU with ``argv``: the JSON report it prints."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report: dict = json.loads(run.stdout[run.stdout.index("{\n") :])
+    return report
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
     pytest.importorskip("trl")
@@ -35,17 +51,7 @@ def test_gpu_benchmark_runs_reduced_on_the_cpu(tmp_path):
         "1",
         "2",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout[run.stdout.index("{\n") :])
+    report = gpu_benchmark_report(argv, tmp_path)
     assert report["architecture"] == "reduced"
     assert report["finetune"]["train_samples_per_s"] > 0 and report["finetune"]["model_tflops_per_sample"] > 0
     assert report["finetune_full_logits"]["train_samples_per_s"] > 0
@@ -64,17 +70,7 @@ def test_gpu_benchmark_measures_jump_forward_on_memorised_labels_reduced_on_the_
     pytest.importorskip("trl")
     pytest.importorskip("xgrammar")
     argv = ["--reduced", "--jump-forward", "--docs", "2", "--rounds", "1", "--batch-sizes", "1", "2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_gpu.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout[run.stdout.index("{\n") :])["jump_forward"]
+    report = gpu_benchmark_report(argv, tmp_path)["jump_forward"]
     assert report["memorised_at_step"] is not None, report
     assert [row["batch"] for row in report["batches"]] == [1, 2]
     for row in report["batches"]:
