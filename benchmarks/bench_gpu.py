@@ -204,10 +204,34 @@ def extraction_runs(model_dir: Path, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def described(args: argparse.Namespace, vision: int, language: int) -> dict:
+    """What a report starts with: the architecture and its parameter counts."""
+    return {
+        "architecture": "reduced" if args.reduced else "PaliGemma-3B-448",
+        "parameters": {"vision_tower": vision, "language_model": language},
+    }
+
+
+def throughput_run(folder: Path, args: argparse.Namespace, device: str) -> dict:
+    """Fine-tuning with answer-only and with full logits, then extraction at each batch size."""
+    model_dir, vision, language = build(folder, args_arch(args), device)
+    report = {
+        **described(args, vision, language),
+        "finetune": finetune_run(model_dir, folder, args, vision, language),
+        "finetune_full_logits": finetune_run(model_dir, folder, args, vision, language, answer_only=False),
+        "extract": extraction_runs(model_dir, args),
+    }
+    answer_only, full = report["finetune"], report["finetune_full_logits"]
+    report["answer_only_logits"] = {
+        "samples_per_s_ratio": round(answer_only["train_samples_per_s"] / full["train_samples_per_s"], 3),
+        "peak_memory_ratio": round(full["peak_mb"] / max(answer_only["peak_mb"], 1), 3),
+    }
+    return report
+
+
 def jump_forward_run(folder: Path, args: argparse.Namespace, device: str) -> dict:
     """Memorise ``--docs`` pallet labels, then time the three decoding modes on them (see the module's docstring)."""
-    arch = args_arch(args)
-    model_dir, vision, language = build(folder, arch, device, schemas=["invoice"])
+    model_dir, vision, language = build(folder, args_arch(args), device, schemas=["invoice"])
     data = memorisable(folder / "labels", args.docs, "pallet_label")
     out = folder / "memorised"
     start = time.perf_counter()
@@ -220,11 +244,7 @@ def jump_forward_run(folder: Path, args: argparse.Namespace, device: str) -> dic
     }
     if at is not None:
         report["batches"] = jump_forward_rounds(out, data, "pallet_label", args.batch_sizes, args.rounds)
-    return {
-        "architecture": "reduced" if args.reduced else "PaliGemma-3B-448",
-        "parameters": {"vision_tower": vision, "language_model": language},
-        "jump_forward": report,
-    }
+    return {**described(args, vision, language), "jump_forward": report}
 
 
 def args_arch(args: argparse.Namespace) -> dict:
@@ -271,29 +291,8 @@ def main() -> None:
     if device == "cpu" and not args.reduced:
         raise SystemExit("no CUDA GPU here: run with --reduced to check the benchmark on the CPU")
     start = time.perf_counter()
-    if args.jump_forward:
-        with tempfile.TemporaryDirectory() as tmp:
-            report = jump_forward_run(Path(tmp), args, device)
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        print(json.dumps(report, indent=2))
-        return
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        model_dir, vision, language = build(folder, args_arch(args), device)
-        report = {
-            "architecture": "reduced" if args.reduced else "PaliGemma-3B-448",
-            "parameters": {"vision_tower": vision, "language_model": language},
-            "finetune": finetune_run(model_dir, folder, args, vision, language),
-            "finetune_full_logits": finetune_run(
-                model_dir, folder, args, vision, language, answer_only=False
-            ),
-            "extract": extraction_runs(model_dir, args),
-        }
-        answer_only, full = report["finetune"], report["finetune_full_logits"]
-        report["answer_only_logits"] = {
-            "samples_per_s_ratio": round(answer_only["train_samples_per_s"] / full["train_samples_per_s"], 3),
-            "peak_memory_ratio": round(full["peak_mb"] / max(answer_only["peak_mb"], 1), 3),
-        }
+        report = (jump_forward_run if args.jump_forward else throughput_run)(Path(tmp), args, device)
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report, indent=2))
 

@@ -361,7 +361,9 @@ def jump_forward_decode(
         # One row never has holes: without a mask the attention takes its faster causal path, as generate's does.
         del kwargs["attention_mask"]
         mask = None
-    keep = "logits_to_keep" in accepted
+    keep_last = (
+        {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    )  # the output layer on one position
     vocab = int(model.get_output_embeddings().weight.shape[0])
     matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
     bitmask = xgrammar.allocate_token_bitmask(batch, vocab)
@@ -372,19 +374,17 @@ def jump_forward_decode(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(stop)[0]
     sequence = input_ids
     step_inputs = model.prepare_inputs_for_generation(
-        sequence, is_first_iteration=True, **kwargs, **({"logits_to_keep": 1} if keep else {})
+        sequence, is_first_iteration=True, **kwargs, **keep_last
     )
-    cache_key = "cache" if "cache" in accepted else "past_key_values"
-    ragged: Any = None  # decided after the prompt's pass: rows written at their own ends, or holes
-    while True:
-        out = model(**step_inputs, return_dict=True)
-        if ragged is None:
-            from invoice_vlm.backends._ragged import RaggedRows
+    out = model(**step_inputs, return_dict=True)
+    # After the prompt's pass the cache is taken over where it allows (rows written at their own ends), else holes.
+    from invoice_vlm.backends._ragged import RaggedRows
 
-            cache = out.get(cache_key)
-            prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
-            positions = step_inputs.get("position_ids")
-            ragged = RaggedRows.start(model, cache, prompt_mask, positions, budget) or False
+    cache_key = "cache" if "cache" in accepted else "past_key_values"
+    cache = out.get(cache_key)
+    prompt_mask = mask if mask is not None else torch.ones_like(input_ids)
+    ragged = RaggedRows.start(model, cache, prompt_mask, step_inputs.get("position_ids"), budget)
+    while True:
         # Every row's last real token is the step's last position (rows are padded on the left, the prompt too).
         logits = out.logits[:, -1].float()
         # On a GPU the forward pass is still running here: the masks are computed while it does.
@@ -413,38 +413,39 @@ def jump_forward_decode(
         if all(done):
             return written, probs
         step_ids = left_padded(chunks, pad, device)
-        if ragged:  # the cache object stays the same: its layers were taken over once
+        if ragged is not None:  # the cache object stays the same: its layers were taken over once
             step_inputs = {
                 "input_ids": step_ids,
                 **ragged.step(chunks),
                 cache_key: cache,
                 "use_cache": True,
-                **({"logits_to_keep": 1} if keep else {}),
+                **keep_last,
             }
-            continue
-        width = int(step_ids.shape[1])
-        real = torch.tensor(
-            [[0] * (width - len(chunk)) + [1] * len(chunk) for chunk in chunks],
-            dtype=torch.long,
-            device=device,
-        )
-        kwargs = model._update_model_kwargs_for_generation(out, kwargs, num_new_tokens=width)
-        if mask is not None or not bool(real.all()):
-            if mask is None:
-                mask = torch.ones_like(sequence)
-            mask = torch.cat([mask, real.to(mask.dtype)], dim=1)
-            kwargs["attention_mask"] = mask
-        positions = kwargs.get("position_ids")
-        if positions is not None:
-            # Each row counts its own tokens: a hole repeats the row's last position (it is masked anyway).
-            before = positions[..., : sequence.shape[1]]
-            grown = before[..., -1:] + real.cumsum(-1).to(before.dtype)
-            kwargs["position_ids"] = torch.cat([before, grown], dim=-1)
-        sequence = torch.cat([sequence, step_ids], dim=1)
-        # A finished row feeds only holes: its logits are unused.
-        step_inputs = model.prepare_inputs_for_generation(
-            sequence, next_sequence_length=width, **kwargs, **({"logits_to_keep": 1} if keep else {})
-        )
+        else:
+            width = int(step_ids.shape[1])
+            real = torch.tensor(
+                [[0] * (width - len(chunk)) + [1] * len(chunk) for chunk in chunks],
+                dtype=torch.long,
+                device=device,
+            )
+            kwargs = model._update_model_kwargs_for_generation(out, kwargs, num_new_tokens=width)
+            if mask is not None or not bool(real.all()):
+                if mask is None:
+                    mask = torch.ones_like(sequence)
+                mask = torch.cat([mask, real.to(mask.dtype)], dim=1)
+                kwargs["attention_mask"] = mask
+            positions = kwargs.get("position_ids")
+            if positions is not None:
+                # Each row counts its own tokens: a hole repeats the row's last position (it is masked anyway).
+                before = positions[..., : sequence.shape[1]]
+                grown = before[..., -1:] + real.cumsum(-1).to(before.dtype)
+                kwargs["position_ids"] = torch.cat([before, grown], dim=-1)
+            sequence = torch.cat([sequence, step_ids], dim=1)
+            # A finished row feeds only holes: its logits are unused.
+            step_inputs = model.prepare_inputs_for_generation(
+                sequence, next_sequence_length=width, **kwargs, **keep_last
+            )
+        out = model(**step_inputs, return_dict=True)
 
 
 def check_image_options(processor: Any, options: Mapping[str, Any], family: Family) -> dict[str, Any]:
