@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from invoice_vlm import Generation, GenerationSettings, InvoiceExtractor, SchemaSpec, get_schema
 from invoice_vlm.constraints import generation_schema, output_bound, target_mismatch
@@ -325,14 +325,13 @@ def test_a_token_the_grammar_refuses_is_never_written(tiny_model):
     pattern): the decoder masks it and writes the best token the grammar accepts, so the text stays in the schema."""
     pytest.importorskip("xgrammar")
     import torch
-    import xgrammar
 
     from invoice_vlm.backends.vlm import _grammar_choice
 
     ex = InvoiceExtractor.from_pretrained(tiny_model, schema=TAG, evidence=False)
     tokenizer = ex.backend.processor.tokenizer
     grammar = ex.backend._grammar(ex.request.json_schema)
-    matcher = xgrammar.GrammarMatcher(grammar)
+    matcher = grammar.matcher()
     opening = tokenizer.convert_tokens_to_ids("{")
     refused = tokenizer.convert_tokens_to_ids("}")  # an object with required keys cannot close at once
     assert not matcher.fork().accept_token(refused)
@@ -344,7 +343,7 @@ def test_a_token_the_grammar_refuses_is_never_written(tiny_model):
     hopeless = torch.full_like(scores, float("-inf"))
     hopeless[refused] = 1.0
     with pytest.raises(RuntimeError, match="refuses every token"):
-        _grammar_choice(xgrammar.GrammarMatcher(grammar), hopeless, refused)
+        _grammar_choice(grammar.matcher(), hopeless, refused)
 
 
 def test_forced_text_is_cut_where_a_token_could_run_past_it():
@@ -381,3 +380,155 @@ def test_forced_tokens_are_the_tokenizers_own_cut_at_the_safe_end_and_computed_o
     assert texts.forced('", "items": [', Tokenizer()) == (0, 1, 2, 3)
     assert texts.forced("xy", Tokenizer()) == ()  # tokens that write other text: the model decodes it
     assert calls == ['", "items": [', "xy"]  # each text tokenised once
+
+
+class Memo(BaseModel):
+    """A schema defined only here: text fields a random model writes up to their bounds, one in a list."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=3, max_length=12)
+    tags: list[Annotated[str, StringConstraints(max_length=10)]] = Field(max_length=3)
+    remark: str | None = Field(default=None, max_length=16)
+
+
+MEMO = SchemaSpec(name="memo", model=Memo, prompt="extract memo in JSON format")
+
+
+def test_text_bounds_are_lifted_by_field_path_and_only_their_upper_bound_changes():
+    import re
+
+    from invoice_vlm.constraints import lift_text_bounds
+
+    bounded = generation_schema(MEMO)
+    lifted, bounds = lift_text_bounds(bounded)
+    assert bounds == {("title",): 12, ("tags", "[]"): 10, ("remark",): 16}
+
+    def patterns(node: dict[str, Any]) -> dict[str, str]:
+        title, tags = node["properties"]["title"], node["properties"]["tags"]["items"]
+        remark = next(b for b in node["properties"]["remark"]["anyOf"] if b.get("type") == "string")
+        return {"title": title["pattern"], "tags": tags["pattern"], "remark": remark["pattern"]}
+
+    before, after = patterns(bounded), patterns(lifted)
+    for field, bound in (("title", 12), ("tags", 10), ("remark", 16)):
+        strict, free = (re.compile(p[field].strip("^$")) for p in (before, after))
+        for text in (
+            "a",
+            "ab",
+            "a b",
+            " a",
+            "a ",
+            "é" * bound,
+            "x" * (bound - 1) + " ",
+            "x y" * (bound // 3),
+        ):
+            assert bool(free.fullmatch(text)) == bool(strict.fullmatch(text)), (
+                field,
+                text,
+            )  # within the bound
+        for text in ("x" * (bound + 1), "é y" * bound):
+            assert free.fullmatch(text) and not strict.fullmatch(text), (field, text)
+    # Everything but the text fields' patterns is as it was.
+    assert json.dumps({**bounded, "properties": {}}) == json.dumps({**lifted, "properties": {}})
+    assert bounded["properties"]["tags"]["maxItems"] == lifted["properties"]["tags"]["maxItems"] == 3
+
+
+def test_json_cursor_knows_the_field_and_length_of_the_open_string_however_the_bytes_arrive():
+    import random
+
+    from invoice_vlm.backends._grammar import JsonCursor
+
+    bounds = {("vendor", "name"): 10, ("vendor", "tags", "[]"): 4, ("lines", "[]", "text"): 7, ('we"ird',): 3}
+    document = (
+        '{"vendor": {"name": "Acmé", "tags": ["a b", "cd"]}, "lines": [{"text": "x"}, {"text": "yz"}], '
+        '"we\\"ird": "zz", "n": 1.5, "free": "q"}'
+    ).encode()
+
+    def states(chunks: list[bytes]) -> list[tuple[bool, int | None, int]]:
+        cursor, seen = JsonCursor(bounds), []
+        for chunk in chunks:
+            cursor.feed(chunk)
+            seen.append((cursor.in_string, cursor.bound, cursor.length))
+        return seen
+
+    bytewise = states([bytes([b]) for b in document])
+    expected = {  # after this prefix: in a string, its field's bound, bytes in it
+        '{"vendor": {"name": "Acm': (True, 10, 3),
+        '{"vendor": {"name": "Acmé': (True, 10, 5),  # é is two bytes
+        '{"vendor": {"na': (True, None, 2),  # a key has no bound
+        '{"vendor": {"name": "Acmé", "tags": ["a b", "c': (True, 4, 1),
+        '{"vendor": {"name": "Acmé", "tags": ["a b"': (False, None, 3),
+        '{"vendor": {"name": "Acmé", "tags": ["a b", "cd"]}, "lines": [{"text": "x"}, {"text": "y': (
+            True,
+            7,
+            1,
+        ),
+    }
+    for prefix, state in expected.items():
+        assert bytewise[len(prefix.encode()) - 1] == state, prefix
+    weird = document.index(b'"zz"') + 2
+    assert bytewise[weird - 1] == (True, 3, 1)  # an escaped quote in a key does not end it
+    assert bytewise[document.index(b'"q"') + 1] == (True, None, 1)  # a field without a bound
+    rng = random.Random(0)
+    for _ in range(20):  # the same states wherever tokens cut the bytes
+        cuts = sorted(rng.sample(range(1, len(document)), 30))
+        chunks = [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
+        assert states(chunks) == [bytewise[end - 1] for end in [*cuts, len(document)]]
+
+
+def test_a_token_that_opens_a_value_counts_what_it_writes_in_it():
+    from invoice_vlm.backends._grammar import _opened
+
+    assert _opened(b"abc") == 0
+    assert _opened(b'", "abc') == 3  # closes one value, opens the next
+    assert _opened(b'"key": ') == 2  # what follows a closing quote is not in a string, but counted anyway
+    assert _opened(b'"ab"]') == 2  # a whole value inside the token
+    # A key between two quotes, followed by a colon, is no value; whether ": " is inside a string depends on
+    # where the token starts, so it counts.
+    assert _opened(b'{"description": "x') == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jump_forward", [True, False])
+def test_masks_away_from_text_bounds_come_from_the_lifted_grammar_and_change_nothing(
+    tiny_model, jump_forward, monkeypatch
+):
+    """A random model writes text fields up to their bounds: near a bound the bounded matcher masks, elsewhere the
+    lifted one does, and what is written and its confidence are what the bounded grammar alone gives."""
+    pytest.importorskip("xgrammar")
+    import xgrammar
+
+    from invoice_vlm.backends import _grammar
+
+    budget = output_bound(generation_schema(MEMO))
+    ex = InvoiceExtractor.from_pretrained(
+        tiny_model,
+        schema=MEMO,
+        generation={"max_new_tokens": budget, "jump_forward": jump_forward},
+        evidence=False,
+    )
+    grammar = ex.backend._grammar(ex.request.json_schema)
+    assert grammar.lifted is not None, "this tokenizer's tokens open values longer than Memo's bounds"
+    images = [picture(i) for i in range(6)]
+    deciding = _grammar.LiftedMatcher._deciding
+    used: list[bool] = []
+
+    def counted(self):
+        chosen = deciding(self)
+        used.append(chosen is self._lifted)
+        return chosen
+
+    monkeypatch.setattr(_grammar.LiftedMatcher, "_deciding", counted)
+    for batch in (1, 3):
+        used.clear()
+        lifted = ex.extract_batch(images, batch_size=batch, progress=False)
+        assert any(used) and not all(used)  # both grammars masked
+        with monkeypatch.context() as alone:
+            alone.setattr(
+                _grammar.SchemaGrammar, "matcher", lambda self: xgrammar.GrammarMatcher(self.bounded)
+            )
+            bounded = ex.extract_batch(images, batch_size=batch, progress=False)
+        assert all(r.valid for r in lifted), [r.errors for r in lifted if not r.valid][:3]
+        assert [r.raw_text for r in lifted] == [r.raw_text for r in bounded]
+        for a, b in zip(lifted, bounded, strict=True):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+    assert any(len(r.data.title) == 12 or 10 in map(len, r.data.tags) for r in lifted)  # bounds were reached

@@ -48,6 +48,7 @@ __all__ = [
     "generation_schema",
     "grammar_available",
     "json_grammar",
+    "lift_text_bounds",
     "output_bound",
     "target_mismatch",
 ]
@@ -87,6 +88,57 @@ def _text_pattern(low: int, high: int) -> str:
     inner_low, inner_high = max(low - 2, 0), high - 2
     middle = f"{STRING_CHARS}{{{inner_low},{inner_high}}}{EDGE_CHARS}"
     return f"^{EDGE_CHARS}({middle}){'?' if low <= 1 else ''}$"
+
+
+_TEXT_FORM = re.compile(  # what _text_pattern writes for two characters or more
+    re.escape(f"^{EDGE_CHARS}({STRING_CHARS}") + r"\{(\d+),(\d+)\}" + re.escape(f"{EDGE_CHARS})") + r"(\??)\$"
+)
+
+
+def lift_text_bounds(json_schema: Any) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """``json_schema`` (bounded) with every text field's length bound lifted, and those bounds by field path.
+
+    xgrammar fills a token mask inside a counted repetition (``{0,254}``) several times slower than inside an
+    unbounded one (``*``), and the difference grows with the characters already written: the bounded grammar is
+    what a constrained decoder must keep, the lifted one is what it can fill masks from while no token can reach
+    a bound (the two then allow the same tokens). A path is the field's keys, with ``"[]"`` for a list's items:
+    ``("line_items", "[]", "description")``; the bound is in characters.
+
+    Examples:
+        >>> from pydantic import BaseModel, Field
+        >>> from invoice_vlm import SchemaSpec
+        >>> class Note(BaseModel):
+        ...     text: str = Field(max_length=20)
+        ...     tags: list[str] = Field(max_length=3)
+        >>> note = SchemaSpec(name="note", model=Note, prompt="extract note in JSON format")
+        >>> lifted, bounds = lift_text_bounds(generation_schema(note))
+        >>> bounds
+        {('text',): 20, ('tags', '[]'): 256}
+        >>> "{" in lifted["properties"]["text"]["pattern"], lifted["properties"]["tags"]["maxItems"]
+        (False, 3)
+    """
+    bounds: dict[tuple[str, ...], int] = {}
+
+    def lift(node: Any, path: tuple[str, ...]) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = dict(node)
+        form = _TEXT_FORM.fullmatch(str(out.get("pattern", ""))) if out.get("type") == "string" else None
+        if form is not None:
+            low, high, optional = int(form[1]), int(form[2]), form[3]
+            bounds[path] = min(bounds.get(path, high + 2), high + 2)
+            repeat = "*" if low == 0 else f"{{{low},}}"
+            out["pattern"] = f"^{EDGE_CHARS}({STRING_CHARS}{repeat}{EDGE_CHARS}){optional}$"
+        for key in ("anyOf", "oneOf"):
+            if key in out:
+                out[key] = [lift(branch, path) for branch in out[key]]
+        if "items" in out:
+            out["items"] = lift(out["items"], (*path, "[]"))
+        if "properties" in out:
+            out["properties"] = {k: lift(v, (*path, k)) for k, v in out["properties"].items()}
+        return out
+
+    return lift(json_schema, ()), bounds
 
 
 def grammar_available() -> bool:

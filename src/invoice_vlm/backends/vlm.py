@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation, GenerationRequest
+from invoice_vlm.backends._grammar import SchemaGrammar
 from invoice_vlm.backends._hf import (
     apply_adapter,
     load_processor,
@@ -37,7 +38,7 @@ from invoice_vlm.backends._hf import (
     resolve_refs,
 )
 from invoice_vlm.config import GenerationSettings, from_dict
-from invoice_vlm.constraints import grammar_available, json_grammar
+from invoice_vlm.constraints import grammar_available
 from invoice_vlm.errors import TORCH_CPU_COMMAND, MissingDependencyError, ModelLoadError, require
 from invoice_vlm.families import FAMILIES, Family, family_for_model_type, family_of, read_model_type
 
@@ -139,7 +140,7 @@ def _release_memory_on_oom() -> Iterator[None]:
 
 
 class _Grammars:
-    """Compiled grammars of one tokenizer, one per JSON schema, compiled once (xgrammar)."""
+    """Compiled grammars of one tokenizer, one per JSON schema, compiled once (xgrammar, `SchemaGrammar`)."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> None:
         import xgrammar
@@ -150,14 +151,17 @@ class _Grammars:
         self.compiler = xgrammar.GrammarCompiler(info)
         self.vocab_size = vocab_size
         self.texts = TokenTexts(info.decoded_vocab, info.special_token_ids)
-        self._compiled: dict[str, Any] = {}
+        self.special = list(info.special_token_ids)
+        self._compiled: dict[str, SchemaGrammar] = {}
         self._lock = threading.Lock()
 
-    def get(self, json_schema: Any) -> Any:
+    def get(self, json_schema: Any) -> SchemaGrammar:
         key = json.dumps(json_schema, sort_keys=False)
         with self._lock:
             if key not in self._compiled:
-                self._compiled[key] = self.compiler.compile_grammar(json_grammar(json_schema))
+                self._compiled[key] = SchemaGrammar(
+                    self.compiler, json_schema, self.texts.pieces, self.special
+                )
             return self._compiled[key]
 
 
@@ -195,7 +199,7 @@ def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
             if grammar is not None:
                 import xgrammar
 
-                self.matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
+                self.matchers = [grammar.matcher() for _ in range(batch)]
                 self.bitmask = xgrammar.allocate_token_bitmask(batch, vocab_size)
 
         def take(self, input_ids: torch.LongTensor) -> None:
@@ -365,7 +369,7 @@ def jump_forward_decode(
         {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
     )  # the output layer on one position
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    matchers = [xgrammar.GrammarMatcher(grammar) for _ in range(batch)]
+    matchers = [grammar.matcher() for _ in range(batch)]
     bitmask = xgrammar.allocate_token_bitmask(batch, vocab)
     written: list[list[int]] = [[] for _ in range(batch)]
     probs: list[list[float]] = [[] for _ in range(batch)]
