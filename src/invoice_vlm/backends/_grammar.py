@@ -42,9 +42,8 @@ class JsonCursor:
 
     def __init__(self, bounds: Mapping[tuple[str, ...], int]) -> None:
         self._bounds = bounds
-        self._frames: list[
-            list[Any]
-        ] = []  # per open container: ["{", its current key, expecting a key] or "["
+        # Per open container: ["{", its current key, whether a key comes next], or ["[", None, False].
+        self._frames: list[list[Any]] = []
         self._key = bytearray()
         self._is_key = self._escaped = self.in_string = False
         self.length = 0  # bytes written inside the open string

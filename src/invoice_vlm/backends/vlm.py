@@ -183,7 +183,7 @@ def _apply_grammar(matchers: Sequence[Any], finished: Sequence[bool], bitmask: A
     return masked.to(scores.device, scores.dtype)
 
 
-def _logits_processor(grammar: Any, batch: int, vocab_size: int) -> Any:
+def _logits_processor(grammar: SchemaGrammar | None, batch: int, vocab_size: int) -> Any:
     """A processor that masks each row to its grammar (when given) and keeps the chosen token's probability."""
     import torch
     from transformers import LogitsProcessor
@@ -325,7 +325,7 @@ def left_padded(chunks: Sequence[Sequence[int]], pad: int, device: Any = None) -
 def jump_forward_decode(
     model: Any,
     inputs: Mapping[str, Any],
-    grammar: Any,
+    grammar: SchemaGrammar,
     tokenizer: Any,
     texts: TokenTexts,
     budget: int,
@@ -676,7 +676,7 @@ class TransformersBackend:
         found.update(self.family.end_token_ids(self.processor.tokenizer))
         return sorted(i for i in found if i is not None)
 
-    def _grammar(self, json_schema: Any) -> Any:
+    def _grammar(self, json_schema: Any) -> SchemaGrammar:
         if self._grammars is None:
             if not self.constrained_decoding:
                 raise MissingDependencyError("Constrained decoding", "constrained", "xgrammar")
@@ -706,7 +706,7 @@ class TransformersBackend:
         tokenizer = self.processor.tokenizer
         processors = []
         recorder = None
-        grammar = None
+        grammar: SchemaGrammar | None = None
         if settings.num_beams == 1:
             grammar = self._grammar(request.json_schema) if request.constrained else None
         jumping = (
@@ -741,7 +741,7 @@ class TransformersBackend:
         probs: list[list[float]] | None
         with torch.inference_mode(), _release_memory_on_oom():
             if jumping:
-                assert self._grammars is not None  # built with the grammar above
+                assert self._grammars is not None and grammar is not None  # built above
                 sequences, probs = jump_forward_decode(
                     self.model, inputs, grammar, tokenizer, self._grammars.texts, settings.max_new_tokens, eos
                 )
