@@ -532,3 +532,44 @@ def test_masks_away_from_text_bounds_come_from_the_lifted_grammar_and_change_not
         for a, b in zip(lifted, bounded, strict=True):
             assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
     assert any(len(r.data.title) == 12 or 10 in map(len, r.data.tags) for r in lifted)  # bounds were reached
+
+
+def test_the_longest_text_token_sets_how_near_a_bound_is_and_long_openings_keep_the_bounded_grammar():
+    """A vocabulary written here: the longest token that can sit in text (nine spaces; a run of newlines cannot)
+    sets the reach; a token that opens a value with more than the shortest field's bound turns lifting off."""
+    xgrammar = pytest.importorskip("xgrammar")
+    from invoice_vlm.backends._grammar import JsonCursor, LiftedMatcher, SchemaGrammar
+
+    schema = generation_schema(MEMO)  # bounds 12, 10 and 16 characters
+
+    def grammar(*extra: str) -> SchemaGrammar:
+        vocab = [
+            '{"',
+            '"',
+            '": ',
+            ", ",
+            "}",
+            "]",
+            "[",
+            "a",
+            "b c",
+            " " * 9,
+            "\n" * 30,
+            '"xyzzy',
+            *extra,
+            "</s>",
+        ]
+        info = xgrammar.TokenizerInfo(vocab, stop_token_ids=[len(vocab) - 1])
+        compiler = xgrammar.GrammarCompiler(info)
+        return SchemaGrammar(compiler, schema, [v.encode() for v in vocab], special=[len(vocab) - 1])
+
+    lifted = grammar()
+    assert lifted.reach == 9 and lifted.lifted is not None
+    assert isinstance(lifted.matcher(), LiftedMatcher)
+    cursor = JsonCursor(lifted.bounds)
+    cursor.feed(b'{"title": "abc')
+    assert not cursor.near_bound(lifted.reach)  # 3 + 9 bytes can reach 12 characters, not pass them
+    cursor.feed(b"d")
+    assert cursor.near_bound(lifted.reach)
+    bounded = grammar('", "' + "y" * 11)  # closes a tag and writes 11 bytes into the next: past its 10
+    assert bounded.lifted is None and isinstance(bounded.matcher(), xgrammar.GrammarMatcher)

@@ -8,8 +8,8 @@ same, with text fields unbounded) allows exactly the tokens the bounded one does
 field past its bound, so each row (`LiftedMatcher`) keeps both:
 
 - a `JsonCursor` over the bytes written says whether the row is inside a text field and how far in;
-- where the bytes written plus the vocabulary's longest token (in bytes, up to its first quote) could pass that
-  field's bound in characters, the **bounded** matcher is brought up to date (it takes the tokens taken since it
+- where the bytes written plus the longest token text can hold (in bytes, up to its first quote; a token with a
+  control character or a backslash there cannot be in text) could pass that field's bound in characters, the **bounded** matcher is brought up to date (it takes the tokens taken since it
   last was) and masks, accepts and forces (jump-forward) the next token;
 - everywhere else the **lifted** matcher does, and the bounded one waits.
 
@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from invoice_vlm.constraints import json_grammar, lift_text_bounds
 
 _QUOTE, _BACKSLASH = 0x22, 0x5C
+_NO_TEXT = re.compile(rb"[\x00-\x1f\\]")  # bytes a text field never holds (STRING_CHARS)
 
 
 class JsonCursor:
@@ -180,8 +182,10 @@ class SchemaGrammar:
         skip = set(special)
         written = [piece for token, piece in enumerate(pieces) if token not in skip]
         self.pieces = [b"" if token in skip else piece for token, piece in enumerate(pieces)]
-        # The most bytes one token writes into a string it is in, and into a value it opens after one of its quotes.
-        self.reach = max((len(piece.split(b'"', 1)[0]) for piece in written), default=0)
+        # The most bytes one token writes into a text field it is in (a control character or a backslash is no
+        # text: such a token is refused there either way), and into a value it opens after one of its quotes.
+        prefixes = (piece.split(b'"', 1)[0] for piece in written)
+        self.reach = max((len(text) for text in prefixes if not _NO_TEXT.search(text)), default=0)
         opens = max((_opened(piece) for piece in written), default=0)
         self.lifted = (
             compiler.compile_grammar(json_grammar(lifted))
