@@ -538,7 +538,7 @@ def test_the_longest_text_token_sets_how_near_a_bound_is_and_long_openings_keep_
     """A vocabulary written here: the longest token that can sit in text (nine spaces; a run of newlines cannot)
     sets the reach; a token that opens a value with more than the shortest field's bound turns lifting off."""
     xgrammar = pytest.importorskip("xgrammar")
-    from invoice_vlm.backends._grammar import JsonCursor, LiftedMatcher, SchemaGrammar
+    from invoice_vlm.backends._grammar import JsonCursor, LiftedMatcher, SchemaGrammar, TokenBytes
 
     schema = generation_schema(MEMO)  # bounds 12, 10 and 16 characters
 
@@ -561,7 +561,7 @@ def test_the_longest_text_token_sets_how_near_a_bound_is_and_long_openings_keep_
         ]
         info = xgrammar.TokenizerInfo(vocab, stop_token_ids=[len(vocab) - 1])
         compiler = xgrammar.GrammarCompiler(info)
-        return SchemaGrammar(compiler, schema, [v.encode() for v in vocab], special=[len(vocab) - 1])
+        return SchemaGrammar(compiler, schema, TokenBytes.of([v.encode() for v in vocab], [len(vocab) - 1]))
 
     lifted = grammar()
     assert lifted.reach == 9 and lifted.lifted is not None

@@ -24,6 +24,7 @@ import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from invoice_vlm.constraints import json_grammar, lift_text_bounds
@@ -168,28 +169,41 @@ def _opened(piece: bytes) -> int:
     return max([*inner, len(parts[-1])]) if parts else 0
 
 
-class SchemaGrammar:
-    """A JSON schema's compiled grammar (xgrammar) for one tokenizer, and matchers over it (`matcher`).
+@dataclass(frozen=True)
+class TokenBytes:
+    """A vocabulary's bytes per token (special tokens write none), and how far one token reaches into text.
 
-    ``pieces`` are the bytes each token writes, ``special`` the tokens that write none of the document.
+    ``reach``: the most bytes one token writes into a text field it is in (up to its first quote; a token with a
+    control character or a backslash there is refused in text by both grammars); ``opens``: the most it writes into
+    a value it opens after one of its quotes (`_opened`). Computed once per tokenizer.
     """
 
-    def __init__(
-        self, compiler: Any, json_schema: Any, pieces: Sequence[bytes], special: Sequence[int]
-    ) -> None:
+    pieces: tuple[bytes, ...]
+    reach: int
+    opens: int
+
+    @classmethod
+    def of(cls, pieces: Sequence[bytes], special: Sequence[int]) -> TokenBytes:
+        skip = set(special)
+        kept = tuple(b"" if token in skip else piece for token, piece in enumerate(pieces))
+        prefixes = (piece.split(b'"', 1)[0] for piece in kept)
+        return cls(
+            pieces=kept,
+            reach=max((len(text) for text in prefixes if not _NO_TEXT.search(text)), default=0),
+            opens=max((_opened(piece) for piece in kept), default=0),
+        )
+
+
+class SchemaGrammar:
+    """A JSON schema's compiled grammar (xgrammar) for one tokenizer, and matchers over it (`matcher`)."""
+
+    def __init__(self, compiler: Any, json_schema: Any, tokens: TokenBytes) -> None:
         self.bounded = compiler.compile_grammar(json_grammar(json_schema))
         lifted, self.bounds = lift_text_bounds(json_schema)
-        skip = set(special)
-        written = [piece for token, piece in enumerate(pieces) if token not in skip]
-        self.pieces = [b"" if token in skip else piece for token, piece in enumerate(pieces)]
-        # The most bytes one token writes into a text field it is in (a control character or a backslash is no
-        # text: such a token is refused there either way), and into a value it opens after one of its quotes.
-        prefixes = (piece.split(b'"', 1)[0] for piece in written)
-        self.reach = max((len(text) for text in prefixes if not _NO_TEXT.search(text)), default=0)
-        opens = max((_opened(piece) for piece in written), default=0)
+        self.pieces, self.reach = tokens.pieces, tokens.reach
         self.lifted = (
             compiler.compile_grammar(json_grammar(lifted))
-            if self.bounds and opens <= min(self.bounds.values())
+            if self.bounds and tokens.opens <= min(self.bounds.values())
             else None
         )
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoice_vlm.backends import Generation, GenerationRequest
-from invoice_vlm.backends._grammar import SchemaGrammar
+from invoice_vlm.backends._grammar import SchemaGrammar, TokenBytes
 from invoice_vlm.backends._hf import (
     apply_adapter,
     load_processor,
@@ -151,7 +151,7 @@ class _Grammars:
         self.compiler = xgrammar.GrammarCompiler(info)
         self.vocab_size = vocab_size
         self.texts = TokenTexts(info.decoded_vocab, info.special_token_ids)
-        self.special = list(info.special_token_ids)
+        self.tokens = TokenBytes.of(info.decoded_vocab, info.special_token_ids)
         self._compiled: dict[str, SchemaGrammar] = {}
         self._lock = threading.Lock()
 
@@ -159,9 +159,7 @@ class _Grammars:
         key = json.dumps(json_schema, sort_keys=False)
         with self._lock:
             if key not in self._compiled:
-                self._compiled[key] = SchemaGrammar(
-                    self.compiler, json_schema, self.texts.pieces, self.special
-                )
+                self._compiled[key] = SchemaGrammar(self.compiler, json_schema, self.tokens)
             return self._compiled[key]
 
 
