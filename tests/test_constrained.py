@@ -268,6 +268,12 @@ def test_ragged_rows_write_each_row_at_its_own_end_and_hide_padding():
     assert layer.index.tolist() == [[4], [7]]
     assert step["attention_mask"][:, 0, 0].int().tolist() == [[0, 1, 1, 1, 1, 0, 0, 0], [1] * 8]
     assert step["position_ids"].tolist() == [[3], [7]]
+    # The cache has 9 columns (the prompt, the budget and the spare): a step past them is refused.
+    with pytest.raises(RuntimeError, match="past its cache"):
+        rows.step([[], [14]])
+    step = rows.step([[15], []])  # the refused step wrote nothing: each row goes on from where it was
+    assert layer.index.tolist() == [[5], [8]]
+    assert step["position_ids"].tolist() == [[4], [7]]
 
     # FlashAttention takes no prepared mask: transformers' cache stays.
     Model.config._attn_implementation = "flash_attention_2"

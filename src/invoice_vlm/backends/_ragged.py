@@ -113,20 +113,22 @@ class RaggedRows:
         width = max(counts)
         columns: list[list[int]] = []  # each token's column; the spare one for padding
         steps: list[list[int]] = []  # each token's position after its row's last; 0 for padding
-        for row, count in enumerate(counts):
-            end = self.ends[row]
+        ends = [end + count for end, count in zip(self.ends, counts, strict=True)]
+        length = max(ends)
+        if length >= self.capacity:  # checked before anything is written: the rows are left as they were
+            raise RuntimeError(f"jump-forward wrote past its cache ({length} of {self.capacity} columns)")
+        for end, count in zip(self.ends, counts, strict=True):
             columns.append([self.spare] * (width - count) + list(range(end, end + count)))
             steps.append([0] * (width - count) + list(range(1, count + 1)))
-            self.ends[row] = end + count
-        length = max(self.ends)
-        if length >= self.capacity:
-            raise RuntimeError(f"jump-forward wrote past its cache ({length} of {self.capacity} columns)")
+        self.ends = ends
         index = torch.tensor(columns, device=device)
         real = index != self.spare
         self.seen.scatter_(1, index, real)  # the padding writes False to the spare column
         if width == 1:
             # One token a row: it sees every column its row has written, itself included, and nothing else does.
-            visible = self.seen[:, None, None, :length]
+            # A view of ``seen``, not a copy: this step's forward pass reads it before the next step's scatter
+            # writes ``seen`` again (on a GPU both are queued in that order on the same stream).
+            mask = self.seen[:, None, None, :length]
         else:
             # A token sees its row's columns up to its own; padding sees the row's earlier tokens (its output is
             # unused).
@@ -135,8 +137,7 @@ class RaggedRows:
                  zip(self.ends, counts, columns, strict=True)],
                 device=device,
             )  # fmt: skip
-            visible = (self.seen[:, None, :length] & (self.columns[:length] <= limit[:, :, None]))[:, None]
-        mask = visible
+            mask = (self.seen[:, None, :length] & (self.columns[:length] <= limit[:, :, None]))[:, None]
         if self.additive_dtype is not None:
             mask = torch.zeros(mask.shape, dtype=self.additive_dtype, device=device).masked_fill_(
                 ~mask, torch.finfo(self.additive_dtype).min
