@@ -76,18 +76,20 @@ EDGE_CHARS = (  # the same, and no white space (what Python's \s matches): a val
 )
 
 
-def _text_pattern(low: int, high: int) -> str:
-    """Text of ``low`` to ``high`` characters that normalisation keeps as it is.
+def _text_pattern(low: int, high: int | None) -> str:
+    """Text of ``low`` to ``high`` characters (no upper bound: ``None``) that normalisation keeps as it is.
 
     At least one character, and no white space at either end: normalisation collapses white space, and text of
     spaces alone is no value.
     """
-    high = max(high, 1)
-    if high == 1:
+    if high is not None and high <= 1:
         return f"^{EDGE_CHARS}$"
-    inner_low, inner_high = max(low - 2, 0), high - 2
-    middle = f"{STRING_CHARS}{{{inner_low},{inner_high}}}{EDGE_CHARS}"
-    return f"^{EDGE_CHARS}({middle}){'?' if low <= 1 else ''}$"
+    inner_low = max(low - 2, 0)
+    if high is not None:
+        repeat = f"{{{inner_low},{high - 2}}}"
+    else:  # what xgrammar masks fastest
+        repeat = "*" if inner_low == 0 else f"{{{inner_low},}}"
+    return f"^{EDGE_CHARS}({STRING_CHARS}{repeat}{EDGE_CHARS}){'?' if low <= 1 else ''}$"
 
 
 _TEXT_FORM = re.compile(  # what _text_pattern writes for two characters or more
@@ -125,10 +127,9 @@ def lift_text_bounds(json_schema: Any) -> tuple[dict[str, Any], dict[tuple[str, 
         out = dict(node)
         form = _TEXT_FORM.fullmatch(str(out.get("pattern", ""))) if out.get("type") == "string" else None
         if form is not None:
-            low, high, optional = int(form[1]), int(form[2]), form[3]
-            bounds[path] = min(bounds.get(path, high + 2), high + 2)
-            repeat = "*" if low == 0 else f"{{{low},}}"
-            out["pattern"] = f"^{EDGE_CHARS}({STRING_CHARS}{repeat}{EDGE_CHARS}){optional}$"
+            inner_low, high = int(form[1]), int(form[2]) + 2
+            bounds[path] = min(bounds.get(path, high), high)
+            out["pattern"] = _text_pattern(1 if form[3] else inner_low + 2, None)
         for key in ("anyOf", "oneOf"):
             if key in out:
                 out[key] = [lift(branch, path) for branch in out[key]]
